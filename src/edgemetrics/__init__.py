@@ -1,0 +1,97 @@
+"""edgemetrics: analytics for creator media platforms.
+
+>>> import edgemetrics
+>>> from edgemetrics.sinks import MemorySink
+>>> sink = MemorySink()
+>>> _ = edgemetrics.configure(sink=sink, flush_interval=0.05)
+>>> edgemetrics.track(edgemetrics.events.View(content_id="v1"))
+>>> edgemetrics.flush()
+True
+>>> len(sink.events)
+1
+>>> edgemetrics.shutdown()
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from pathlib import Path
+from typing import Any
+
+from edgemetrics import events
+from edgemetrics.client import Batch, Client, Sink
+from edgemetrics.events import Event, InvalidEvent, parse_event
+
+__all__ = [
+    "Batch",
+    "Client",
+    "Event",
+    "InvalidEvent",
+    "Sink",
+    "configure",
+    "events",
+    "flush",
+    "get_client",
+    "parse_event",
+    "shutdown",
+    "track",
+]
+
+_client: Client | None = None
+_lock = threading.Lock()
+
+
+def configure(
+    *, sink: Sink | None = None, store_path: str | Path | None = None, **options: Any
+) -> Client:
+    """Set up the process-wide client. Give a ``sink``, or ``store_path`` for the embedded store.
+
+    Options go to :class:`edgemetrics.client.Client` (``flush_interval``, ``max_batch``, ...).
+    Calling it again replaces the client after flushing the old one.
+    """
+    global _client
+    if sink is None:
+        if store_path is None:
+            raise ValueError("configure: give sink= or store_path=")
+        from edgemetrics.sinks import StoreSink
+        from edgemetrics.store import EmbeddedStore
+
+        sink = StoreSink(EmbeddedStore(store_path), close_store=True)
+    with _lock:
+        old, _client = _client, Client(sink, **options)
+    if old is not None:
+        old.close()
+    return _client
+
+
+def get_client() -> Client | None:
+    """The configured client, or None before :func:`configure`."""
+    return _client
+
+
+def track(event: Event) -> None:
+    """Record one event. A no-op until :func:`configure` is called; never does I/O."""
+    client = _client
+    if client is not None:
+        client.track(event)
+    elif not isinstance(event, Event):
+        raise TypeError(f"event: expected an edgemetrics event model, got {type(event).__name__}")
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Ship what is buffered; True when everything left the buffer in time."""
+    client = _client
+    return client.flush(timeout) if client is not None else True
+
+
+def shutdown(timeout: float = 10.0) -> None:
+    """Flush with a deadline and stop the exporter thread."""
+    global _client
+    with _lock:
+        client, _client = _client, None
+    if client is not None:
+        client.close(timeout)
+
+
+atexit.register(shutdown)
