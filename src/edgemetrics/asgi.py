@@ -10,6 +10,7 @@ paths share one label. Duration runs to the end of the response body.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ def route_template(scope: Scope) -> str:
     path = getattr(route, "path", None)
     if not isinstance(path, str):
         return UNMATCHED_ROUTE
-    return scope.get("root_path", "") + path
+    return str(scope.get("root_path", "")) + path
 
 
 class EdgeMetricsMiddleware:
@@ -67,7 +68,8 @@ class EdgeMetricsMiddleware:
             self._record(scope, status, size, (time.perf_counter() - start) * 1000.0)
 
     def _record(self, scope: Scope, status: int, size: int, duration_ms: float) -> None:
-        try:
+        # Instrumentation must never break the request.
+        with contextlib.suppress(Exception):
             track(
                 ApiCall(
                     service=self.service,
@@ -79,5 +81,3 @@ class EdgeMetricsMiddleware:
                     errors=1 if status >= 500 else 0,
                 )
             )
-        except Exception:  # instrumentation must never break the request
-            pass

@@ -58,4 +58,4 @@ def track_purchase(extract: Extract) -> Callable[[F], F]:
         record(result, args, kwargs)
         return result
 
-    return wrapper  # type: ignore[no-any-return]
+    return wrapper  # type: ignore[return-value]

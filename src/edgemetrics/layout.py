@@ -56,43 +56,113 @@ EXPORT_PATH = Path(__file__).resolve().parents[2] / "worker" / "src" / "layout.j
 _COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "content": (
         (
-            "type", "content_id", "content_type", "creator_id", "session_id", "user_id",
-            "country", "city", "device_class", "browser", "browser_version", "os",
-            "os_version", "referrer_source", "timezone",
+            "type",
+            "content_id",
+            "content_type",
+            "creator_id",
+            "session_id",
+            "user_id",
+            "country",
+            "city",
+            "device_class",
+            "browser",
+            "browser_version",
+            "os",
+            "os_version",
+            "referrer_source",
+            "timezone",
         ),
         (
-            "layout_version", "timestamp", "authenticated", "position", "media_duration",
-            "watch_time", "unique_view", "new_visitor", "new_session",
+            "layout_version",
+            "timestamp",
+            "authenticated",
+            "position",
+            "media_duration",
+            "watch_time",
+            "unique_view",
+            "new_visitor",
+            "new_session",
         ),
     ),
     "commerce": (
         (
-            "type", "content_id", "content_type", "creator_id", "session_id", "user_id",
-            "country", "city", "device_class", "browser", "browser_version", "os",
-            "os_version", "referrer_source", "timezone", "currency", "transaction_id",
+            "type",
+            "content_id",
+            "content_type",
+            "creator_id",
+            "session_id",
+            "user_id",
+            "country",
+            "city",
+            "device_class",
+            "browser",
+            "browser_version",
+            "os",
+            "os_version",
+            "referrer_source",
+            "timezone",
+            "currency",
+            "transaction_id",
             "original_transaction_id",
         ),
         ("layout_version", "timestamp", "authenticated", "amount_minor"),
     ),
     "platform": (
         (
-            "type", "service", "session_id", "user_id", "method", "route", "job_name",
-            "queue", "outcome", "fingerprint", "operation", "database", "error_type",
+            "type",
+            "service",
+            "session_id",
+            "user_id",
+            "method",
+            "route",
+            "job_name",
+            "queue",
+            "outcome",
+            "fingerprint",
+            "operation",
+            "database",
+            "error_type",
             "source",
         ),
         (
-            "layout_version", "timestamp", "authenticated", "status_code", "duration_ms",
-            "response_bytes", "calls", "duration_min_ms", "duration_max_ms", "errors",
-            "queue_delay_ms", "retries", "delay_ms", "depth", "rows",
+            "layout_version",
+            "timestamp",
+            "authenticated",
+            "status_code",
+            "duration_ms",
+            "response_bytes",
+            "calls",
+            "duration_min_ms",
+            "duration_max_ms",
+            "errors",
+            "queue_delay_ms",
+            "retries",
+            "delay_ms",
+            "depth",
+            "rows",
         ),
     ),
     "pipeline": (
         ("type", "source"),
         (
-            "layout_version", "timestamp", "events_in", "events_exported",
-            "dropped_buffer_full", "dropped_spool_full", "dropped_invalid", "dropped_expired",
-            "rejected", "retries", "buffer_depth", "spool_depth", "spool_age_s",
-            "export_latency_ms", "batches", "batch_size_avg", "execution_ms", "sample_rate",
+            "layout_version",
+            "timestamp",
+            "events_in",
+            "events_exported",
+            "dropped_buffer_full",
+            "dropped_spool_full",
+            "dropped_invalid",
+            "dropped_expired",
+            "rejected",
+            "retries",
+            "buffer_depth",
+            "spool_depth",
+            "spool_age_s",
+            "export_latency_ms",
+            "batches",
+            "batch_size_avg",
+            "execution_ms",
+            "sample_rate",
         ),
     ),
 }
@@ -344,6 +414,29 @@ def export_json() -> str:
     return json.dumps(export(), indent=2, sort_keys=True) + "\n"
 
 
+def markdown() -> str:
+    """The layout as Markdown tables (one per family), for docs/events.md."""
+    lines = []
+    for family in FAMILIES:
+        blobs, doubles = _COLUMNS[family]
+        types_in = [t for t, c in _CODECS.items() if c.model.family == family]
+        lines += [f"### {family} (dataset `{dataset_name(family)}`)", ""]
+        lines += ["| type | index1 |", "|---|---|"]
+        for type_name in types_in:
+            parts = " + ".join(
+                f"`{name}`" if is_field else f'"{name}"'
+                for is_field, name in _CODECS[type_name].index_parts
+            )
+            lines.append(f"| `{type_name}` | {parts} |")
+        lines += ["", "| column | field | column | field |", "|---|---|---|---|"]
+        for i in range(max(len(blobs), len(doubles))):
+            blob = (f"blob{i + 1}", f"`{blobs[i]}`") if i < len(blobs) else ("", "")
+            double = (f"double{i + 1}", f"`{doubles[i]}`") if i < len(doubles) else ("", "")
+            lines.append(f"| {blob[0]} | {blob[1]} | {double[0]} | {double[1]} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _check_limits() -> None:
     for family, (blobs, doubles) in _COLUMNS.items():
         if len(blobs) > MAX_BLOBS or len(doubles) > MAX_DOUBLES:
@@ -352,11 +445,7 @@ def _check_limits() -> None:
 
 _check_limits()
 
-if __name__ == "__main__":  # python -m edgemetrics.layout [--check]
-    text = export_json()
-    if "--check" in sys.argv:
-        current = EXPORT_PATH.read_text() if EXPORT_PATH.exists() else ""
-        sys.exit(0 if current == text else 1)
-    EXPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-    EXPORT_PATH.write_text(text)
-    print(f"wrote {EXPORT_PATH}")
+if __name__ == "__main__":  # python -m edgemetrics.layout: rewrite the export
+    from edgemetrics.cli import main
+
+    sys.exit(main(["layout", "check" if "--check" in sys.argv else "export"]))
