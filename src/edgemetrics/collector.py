@@ -147,7 +147,17 @@ class BatchEndpoint:
         self.settings = settings
         self.seen = _SeenBatches(settings.remembered_batches)
         self.in_flight = 0
-        self.stats = {"batches": 0, "accepted": 0, "rejected": 0, "duplicates": 0, "shed": 0}
+        self._stats_lock = threading.Lock()
+        # "accepted" counts events answered as written; "inserted" those new to the store
+        # (the difference is events delivered twice, e.g. after a sender crashed mid-send).
+        self.stats = {
+            "batches": 0,
+            "accepted": 0,
+            "inserted": 0,
+            "rejected": 0,
+            "duplicates": 0,
+            "shed": 0,
+        }
 
     async def __call__(self, request: Request) -> Response:
         settings = self.settings
@@ -243,7 +253,9 @@ class BatchEndpoint:
     def _ingest(self, raw_events: list[Any]) -> IngestResult:
         result = ingest_events(raw_events)
         if result.points:
-            self.store.write(result.points)
+            inserted = self.store.write(result.points)
+            with self._stats_lock:
+                self.stats["inserted"] += inserted
         return result
 
 

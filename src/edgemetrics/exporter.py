@@ -248,14 +248,20 @@ class Exporter:
             delay = self.client.retry.delay(self._failures, retry_after)
             self._backoff_until = time.monotonic() + delay
             counters.add(failed_batches=1)
-            log.warning(
-                "edgemetrics: sending batch %s failed (%s); next attempt in %.1f s",
-                batch.batch_id,
-                exc,
-                delay,
-            )
+            if self._failures == 1 or self._failures % 100 == 0:
+                # Once per outage (and now and then during a long one), not once per batch.
+                log.warning(
+                    "edgemetrics: sending batch %s failed (%s); %d failures in a row, "
+                    "next attempt in %.1f s; batches go to the spool meanwhile",
+                    batch.batch_id,
+                    exc,
+                    self._failures,
+                    delay,
+                )
             return "retry"
         counters.observe_latency((time.perf_counter() - started) * 1000.0)
+        if self._failures:
+            log.warning("edgemetrics: the sink answers again after %d failures", self._failures)
         n = len(batch)
         counters.add(
             exported=n - rejected,
