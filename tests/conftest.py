@@ -44,7 +44,12 @@ class Collector:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(PROCS / "collector_proc.py"), str(self.store_path), str(self.port)],
+            [
+                sys.executable,
+                str(PROCS / "collector_proc.py"),
+                str(self.store_path),
+                str(self.port),
+            ],
             env=child_env(),
         )
         deadline = time.monotonic() + 20

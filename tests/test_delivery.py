@@ -44,8 +44,18 @@ def test_kill_9_under_load_then_restart_delivers_every_spooled_event_once(
     spool_dir = tmp_path / "spool"
     collector.start()
     proc = producer(
-        "--url", collector.url, "--spool", str(spool_dir), "--events", "0",
-        "--pause-every", "200", "--pause", "0.002", "--flush-interval", "0.1",
+        "--url",
+        collector.url,
+        "--spool",
+        str(spool_dir),
+        "--events",
+        "0",
+        "--pause-every",
+        "200",
+        "--pause",
+        "0.002",
+        "--flush-interval",
+        "0.1",
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "STARTED"
     time.sleep(0.8)
@@ -62,8 +72,16 @@ def test_kill_9_under_load_then_restart_delivers_every_spooled_event_once(
 
     collector.start()
     restarted = producer(
-        "--url", collector.url, "--spool", str(spool_dir), "--proc", "7", "--events", "10",
-        "--drain-wait", "30",
+        "--url",
+        collector.url,
+        "--spool",
+        str(spool_dir),
+        "--proc",
+        "7",
+        "--events",
+        "10",
+        "--drain-wait",
+        "30",
     )
     out, _ = restarted.communicate(timeout=60)
     assert "DONE" in out
@@ -82,9 +100,22 @@ def test_collector_down_during_steady_traffic_everything_arrives(
 ) -> None:
     collector.start()
     proc = producer(
-        "--url", collector.url, "--spool", str(tmp_path / "spool"), "--threads", "2",
-        "--events", "3000", "--pause-every", "100", "--pause", "0.03",
-        "--flush-interval", "0.1", "--drain-wait", "30",
+        "--url",
+        collector.url,
+        "--spool",
+        str(tmp_path / "spool"),
+        "--threads",
+        "2",
+        "--events",
+        "3000",
+        "--pause-every",
+        "100",
+        "--pause",
+        "0.03",
+        "--flush-interval",
+        "0.1",
+        "--drain-wait",
+        "30",
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "STARTED"
     time.sleep(0.3)
@@ -115,8 +146,16 @@ def test_purchase_survives_kill_right_after_the_handler_returns(
     proc.wait()
     collector.start()
     restarted = producer(
-        "--url", collector.url, "--spool", str(spool_dir), "--proc", "3", "--events", "1",
-        "--drain-wait", "20",
+        "--url",
+        collector.url,
+        "--spool",
+        str(spool_dir),
+        "--proc",
+        "3",
+        "--events",
+        "1",
+        "--drain-wait",
+        "20",
     )
     out, _ = restarted.communicate(timeout=60)
     assert "DONE" in out
@@ -131,9 +170,24 @@ def test_four_producers_with_threads_share_one_spool_no_loss_no_duplicates(
     spool_dir = tmp_path / "spool"
     procs = [
         producer(
-            "--url", collector.url, "--spool", str(spool_dir), "--proc", str(p),
-            "--threads", "3", "--events", "1500", "--pause-every", "250", "--pause", "0.02",
-            "--flush-interval", "0.1", "--drain-wait", "60",
+            "--url",
+            collector.url,
+            "--spool",
+            str(spool_dir),
+            "--proc",
+            str(p),
+            "--threads",
+            "3",
+            "--events",
+            "1500",
+            "--pause-every",
+            "250",
+            "--pause",
+            "0.02",
+            "--flush-interval",
+            "0.1",
+            "--drain-wait",
+            "60",
         )
         for p in range(4)
     ]
@@ -156,8 +210,13 @@ def test_four_producers_with_threads_share_one_spool_no_loss_no_duplicates(
 def test_forked_child_never_sends_the_parents_buffer(collector: Collector, tmp_path: Path) -> None:
     collector.start()
     proc = producer(
-        "--url", collector.url, "--spool", str(tmp_path / "spool"), "--fork",
-        "--flush-interval", "30",
+        "--url",
+        collector.url,
+        "--spool",
+        str(tmp_path / "spool"),
+        "--fork",
+        "--flush-interval",
+        "30",
     )
     out, _ = proc.communicate(timeout=60)
     assert "DONE fork" in out

@@ -176,7 +176,5 @@ def test_a_full_disk_gives_a_clear_error_and_counters_and_the_host_keeps_going(
     client.track(View(content_id="after"))
     client.close(timeout=1)
     with pytest.raises(SpoolError) as info:
-        Spool(directory, max_page_count=page_limit).put(
-            bid(1), os.urandom(2_000_000), events=1
-        )
+        Spool(directory, max_page_count=page_limit).put(bid(1), os.urandom(2_000_000), events=1)
     assert info.value.reason == "disk_full"

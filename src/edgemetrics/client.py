@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import weakref
 from collections import deque
@@ -117,7 +116,9 @@ class Client:
         built (``View(position=-1)`` raises ``InvalidEvent`` naming the field).
         """
         if not isinstance(event, Event):
-            raise TypeError(f"event: expected an edgemetrics event model, got {type(event).__name__}")
+            raise TypeError(
+                f"event: expected an edgemetrics event model, got {type(event).__name__}"
+            )
         if self._pid != os.getpid():
             self._after_fork()
         buffer = self._buffer
@@ -136,7 +137,9 @@ class Client:
         is logged and counted, and False is returned: the host's handler carries on.
         """
         if not isinstance(event, Event):
-            raise TypeError(f"event: expected an edgemetrics event model, got {type(event).__name__}")
+            raise TypeError(
+                f"event: expected an edgemetrics event model, got {type(event).__name__}"
+            )
         if self._pid != os.getpid():
             self._after_fork()
         spool = self.spool

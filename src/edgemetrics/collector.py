@@ -389,7 +389,10 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, 
                     },
                 },
                 "responses": {
-                    "200": {"description": "Written (or a duplicate batch id)", "content": json_answer},
+                    "200": {
+                        "description": "Written (or a duplicate batch id)",
+                        "content": json_answer,
+                    },
                     "202": {"description": "Over 250 events: accepted", "content": json_answer},
                     "400": {"description": "malformed_json, bad_shape", "content": json_error},
                     "401": {
@@ -449,4 +452,3 @@ def create_collector_app(
     app.state.store = store
     app.state.settings = settings
     return app
-

@@ -52,7 +52,7 @@ class RetryPolicy:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
         raw = min(self.cap, self.base * 2 ** max(failures - 1, 0))
-        return raw * (1.0 - self.jitter * random.random())
+        return float(raw * (1.0 - self.jitter * random.random()))
 
 
 class Exporter:
@@ -180,9 +180,7 @@ class Exporter:
             half = len(events) // 2
             return self._batches(events[:half]) + self._batches(events[half:])
         batch_id = new_batch_id()
-        return [
-            Batch(events, batch_id=batch_id, body=gzip_body(encode_body(batch_id, array)))
-        ]
+        return [Batch(events, batch_id=batch_id, body=gzip_body(encode_body(batch_id, array)))]
 
     def _deliver_live(self, events: list[Event]) -> None:
         for batch in self._batches(events):
@@ -196,7 +194,7 @@ class Exporter:
             if outcome != "retry":
                 continue
             if self.client.spool is not None:
-                self._spool_batch(batch, reason="sink failed")
+                self._spool_batch(batch, reason="sink failed", attempts=1)
             else:
                 self._retry_in_memory(batch)
 
@@ -240,7 +238,9 @@ class Exporter:
             rejected = self.client.sink.write(batch) or 0
         except BatchRejected as exc:
             counters.add(rejected_batches=1, dropped_invalid=len(batch))
-            log.error("edgemetrics: batch %s of %d events refused: %s", batch.batch_id, len(batch), exc)
+            log.error(
+                "edgemetrics: batch %s of %d events refused: %s", batch.batch_id, len(batch), exc
+            )
             return "rejected"
         except Exception as exc:  # any sink failure is retried: it must not reach the host app
             self._failures += 1
@@ -275,7 +275,7 @@ class Exporter:
 
     # --- the spool -----------------------------------------------------------------
 
-    def _spool_batch(self, batch: Batch, *, reason: str) -> None:
+    def _spool_batch(self, batch: Batch, *, reason: str, attempts: int = 0) -> None:
         spool = self.client.spool
         counters = self.client.counters
         if spool is None:
@@ -283,7 +283,11 @@ class Exporter:
             return
         try:
             stored = spool.put(
-                batch.batch_id, batch.gzipped_body(), events=len(batch), critical=batch.critical
+                batch.batch_id,
+                batch.gzipped_body(),
+                events=len(batch),
+                critical=batch.critical,
+                attempts=attempts,
             )
         except SpoolError as exc:
             counters.add(dropped_spool_error=len(batch), spool_errors=1)
@@ -341,4 +345,3 @@ class Exporter:
         if outcome == "ok":
             self.client.counters.add(replayed_batches=1, replayed_events=row.events)
         return True
-

@@ -72,7 +72,9 @@ class HttpSink:
     def _new_client(self) -> httpx.Client:
         return httpx.Client(
             timeout=self._timeout,
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=60),
+            limits=httpx.Limits(
+                max_connections=4, max_keepalive_connections=4, keepalive_expiry=60
+            ),
             transport=self._transport,
             headers={"User-Agent": "edgemetrics-python"},
         )

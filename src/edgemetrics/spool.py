@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -176,10 +177,8 @@ class Spool:
         for con_name in ("_con", "_durable"):
             con = getattr(self, con_name, None)
             if con is not None:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     con.close()
-                except sqlite3.Error:
-                    pass
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
@@ -202,10 +201,8 @@ class Spool:
         """Close the connections (the file stays for the next process)."""
         with self._lock:
             for con in (self._con, self._durable):
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     con.close()
-                except sqlite3.Error:
-                    pass
 
     # --- writing -------------------------------------------------------------------
 
@@ -217,10 +214,12 @@ class Spool:
         events: int,
         critical: bool = False,
         durable: bool = False,
+        attempts: int = 0,
     ) -> bool:
         """Store one batch; False when the byte bound left no room for it (it was dropped).
 
-        ``durable`` commits with an fsync before returning. Raises :class:`SpoolError`
+        ``durable`` commits with an fsync before returning; ``attempts`` says how often the
+        batch was already tried (so a later send counts as a retry). Raises :class:`SpoolError`
         when SQLite cannot write (full disk, unreadable file).
         """
         size = len(body)
@@ -244,9 +243,9 @@ class Spool:
                         return False
                     cur = con.execute(
                         "INSERT OR IGNORE INTO batches "
-                        "(batch_id, created, critical, events, bytes, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (batch_id, now, int(critical), events, size, body),
+                        "(batch_id, created, critical, events, bytes, attempts, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (batch_id, now, int(critical), events, size, attempts, body),
                     )
                     if cur.rowcount:
                         con.execute(
@@ -315,7 +314,9 @@ class Spool:
                 "UPDATE meta SET value = value + ? WHERE key = 'dropped_expired'", (row[1],)
             )
             log.warning(
-                "edgemetrics: dropped %d spooled events older than %.0f s", int(row[1]), self.max_age
+                "edgemetrics: dropped %d spooled events older than %.0f s",
+                int(row[1]),
+                self.max_age,
             )
 
     # --- reading -------------------------------------------------------------------
@@ -329,7 +330,8 @@ class Spool:
                 con.execute("BEGIN IMMEDIATE")
                 try:
                     rows = con.execute(
-                        "UPDATE batches SET lease_pid = ?, lease_until = ?, attempts = attempts + 1 "
+                        "UPDATE batches "
+                        "SET lease_pid = ?, lease_until = ?, attempts = attempts + 1 "
                         "WHERE id IN (SELECT id FROM batches WHERE lease_until < ? "
                         "ORDER BY id LIMIT ?) "
                         "RETURNING id, batch_id, body, events, critical, created, attempts",

@@ -79,7 +79,9 @@ def main() -> int:
     def work(thread: int) -> None:
         seq = 0
         while args.events == 0 or seq < args.events:
-            edgemetrics.track(View(content_id="v1", creator_id="c1", event_id=event_id(args.proc, thread, seq)))
+            edgemetrics.track(
+                View(content_id="v1", creator_id="c1", event_id=event_id(args.proc, thread, seq))
+            )
             seq += 1
             if args.pause_every and seq % args.pause_every == 0:
                 time.sleep(args.pause)
@@ -100,7 +102,11 @@ def main() -> int:
             time.sleep(0.1)
     edgemetrics.shutdown(timeout=2.0)
     c = client.counters
-    print(f"DONE tracked={args.threads * args.events} exported={c.exported} spooled={c.spooled_events}", flush=True)
+    print(
+        f"DONE tracked={args.threads * args.events} exported={c.exported} "
+        f"spooled={c.spooled_events}",
+        flush=True,
+    )
     return 0
 
 
