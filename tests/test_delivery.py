@@ -51,9 +51,9 @@ def test_kill_9_under_load_then_restart_delivers_every_spooled_event_once(
         "--events",
         "0",
         "--pause-every",
-        "200",
+        "50",
         "--pause",
-        "0.002",
+        "0.01",
         "--flush-interval",
         "0.1",
     )

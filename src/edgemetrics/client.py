@@ -79,6 +79,7 @@ class Client:
         retry: RetryPolicy | None = None,
         health_interval: float | None = 60.0,
         source: str = "exporter",
+        max_in_flight: int = 2,
     ) -> None:
         if not 1 <= max_batch <= 250:
             raise ValueError("max_batch: must be between 1 and 250 (AE's per-invocation limit)")
@@ -86,6 +87,9 @@ class Client:
             raise ValueError("flush_interval: must be positive")
         if max_buffer < 1:
             raise ValueError("max_buffer: must be at least 1")
+        if not 1 <= max_in_flight <= 16:
+            raise ValueError("max_in_flight: must be between 1 and 16")
+        self.max_in_flight = max_in_flight
         self.sink = sink
         self.flush_interval = flush_interval
         self.max_batch = max_batch

@@ -21,12 +21,13 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edgemetrics.batch import Batch, BatchRejected, SinkError, new_batch_id
 from edgemetrics.events import Event
-from edgemetrics.spool import SpoolError
+from edgemetrics.spool import SpooledBatch, SpoolError
 from edgemetrics.wire import encode_body, encode_events, gzip_body
 
 if TYPE_CHECKING:
@@ -73,6 +74,15 @@ class Exporter:
             time.monotonic() + client.health_interval if client.health_interval else float("inf")
         )
         self._spool_error_logged = 0.0
+        # Up to max_in_flight requests at once: serialising the next batch (and the
+        # receiver's work) overlaps the wait for the previous answer.
+        self._slots = threading.BoundedSemaphore(max(1, client.max_in_flight))
+        self._pending: dict[str, Batch] = {}
+        self._pool = (
+            ThreadPoolExecutor(client.max_in_flight, thread_name_prefix="edgemetrics-send")
+            if client.max_in_flight > 1
+            else None
+        )
         self._thread = threading.Thread(target=self._run, name="edgemetrics-exporter", daemon=True)
 
     def start(self) -> None:
@@ -91,7 +101,7 @@ class Exporter:
         """Wait until the buffer is empty and nothing is in flight, or ``deadline``."""
         buffer = self.client._buffer
         with self._idle:
-            while buffer or self._in_flight:
+            while buffer or self._in_flight or self._pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -105,10 +115,16 @@ class Exporter:
         self._stopping = True
         self._wake.set()
         self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
-        if self._thread.is_alive():
+        with self._idle:
+            while self._pending and time.monotonic() < deadline + 1.0:
+                self._idle.wait(0.05)
+            pending = [event for batch in self._pending.values() for event in batch.events]
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        if self._thread.is_alive() or pending:
             # Stuck in a request past the deadline: spool what is left from this thread.
-            # A batch the thread then also delivers is deduplicated by its ids.
-            leftover = list(self._in_flight) + self._take_all()
+            # A batch the sender then also delivers is deduplicated by its ids.
+            leftover = pending + list(self._in_flight) + self._take_all()
             if leftover:
                 self._spool_or_drop(leftover, reason="exit deadline passed")
 
@@ -190,13 +206,36 @@ class Exporter:
             if self.client.spool is not None and time.monotonic() < self._backoff_until:
                 self._spool_batch(batch, reason="sink unavailable")
                 continue
-            outcome = self._send(batch, retry=False)
-            if outcome != "retry":
+            if self._pool is None:
+                self._deliver_one(batch)
                 continue
-            if self.client.spool is not None:
-                self._spool_batch(batch, reason="sink failed", attempts=1)
-            else:
-                self._retry_in_memory(batch)
+            self._slots.acquire()
+            with self._idle:
+                self._pending[batch.batch_id] = batch
+            try:
+                self._pool.submit(self._deliver_pending, batch)
+            except RuntimeError:  # the pool is shut down (exit): deliver here
+                self._deliver_pending(batch)
+
+    def _deliver_pending(self, batch: Batch) -> None:
+        try:
+            self._deliver_one(batch)
+        except Exception:
+            log.exception("edgemetrics: delivering batch %s failed", batch.batch_id)
+        finally:
+            with self._idle:
+                self._pending.pop(batch.batch_id, None)
+                self._idle.notify_all()
+            self._slots.release()
+
+    def _deliver_one(self, batch: Batch) -> None:
+        outcome = self._send(batch, retry=False)
+        if outcome != "retry":
+            return
+        if self.client.spool is not None:
+            self._spool_batch(batch, reason="sink failed", attempts=1)
+        else:
+            self._retry_in_memory(batch)
 
     def _retry_in_memory(self, batch: Batch) -> None:
         policy = self.client.retry
@@ -313,6 +352,7 @@ class Exporter:
             self._spool_batch(batch, reason=reason)
 
     def _replay_one(self) -> bool:
+        """Send up to ``max_in_flight`` of the oldest spooled batches; True if any went."""
         spool = self.client.spool
         if spool is None or time.monotonic() < self._backoff_until:
             return False
@@ -323,7 +363,7 @@ class Exporter:
                 return False
             self._next_spool_check = now + self.client.flush_interval
         try:
-            rows = spool.claim(1)
+            rows = spool.claim(self.client.max_in_flight)
         except SpoolError as exc:
             log.error("edgemetrics: cannot read the spool: %s", exc)
             self.client.counters.add(spool_errors=1)
@@ -331,7 +371,18 @@ class Exporter:
         if not rows:
             self._spool_work = False
             return False
-        row = rows[0]
+        if self._pool is None or len(rows) == 1:
+            outcomes = [self._replay_row(row) for row in rows]
+        else:
+            try:
+                outcomes = list(self._pool.map(self._replay_row, rows))
+            except RuntimeError:  # the pool is shut down (exit)
+                outcomes = [self._replay_row(row) for row in rows]
+        return any(outcomes)
+
+    def _replay_row(self, row: SpooledBatch) -> bool:
+        spool = self.client.spool
+        assert spool is not None
         batch = Batch(batch_id=row.batch_id, body=row.body, count=row.events)
         outcome = self._send(batch, retry=row.attempts > 1)
         try:

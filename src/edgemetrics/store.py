@@ -105,6 +105,39 @@ class EmbeddedStore:
                 inserted += int(result[0][0]) if result else 0
         return inserted
 
+    def write_columns(self, dataset: str, columns: dict[str, list[Any]]) -> int:
+        """Insert AE-shaped columns (``timestamp`` as epoch milliseconds) in one statement.
+
+        The collector's fast path builds these without any per-event objects. An event id
+        seen twice in one call is stored once (the last one wins, as in :meth:`write`);
+        one already stored is left alone. Returns how many rows were new.
+        """
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset: unknown dataset {dataset!r}")
+        ids = columns["event_id"]
+        if not ids:
+            return 0
+        if len(set(ids)) != len(ids):
+            last = {event_id: i for i, event_id in enumerate(ids)}
+            keep = sorted(last.values())
+            columns = {name: [values[i] for i in keep] for name, values in columns.items()}
+        batch = pa.Table.from_pydict(
+            {name: columns[name] for name in _SCHEMA.names}, schema=_SCHEMA
+        )
+        with self._write_lock:
+            cur = self._cursor()
+            cur.register("_em_batch", batch)
+            try:
+                result = cur.execute(
+                    f"INSERT OR IGNORE INTO {dataset} "
+                    "SELECT event_id, timestamp::TIMESTAMP, index1, "
+                    f"{', '.join(_BLOB_COLUMNS)}, {', '.join(_DOUBLE_COLUMNS)}, "
+                    "_sample_interval FROM _em_batch"
+                ).fetchall()
+            finally:
+                cur.unregister("_em_batch")
+        return int(result[0][0]) if result else 0
+
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run SQL and return rows as dicts."""
         cur = self._cursor()
