@@ -53,6 +53,8 @@ def role_collector(store_path: str, port: int) -> None:
     from edgemetrics.store import EmbeddedStore
 
     store = EmbeddedStore(store_path)
+    if os.environ.get("EM_DUCKDB_THREADS"):
+        store.execute(f"SET threads = {int(os.environ['EM_DUCKDB_THREADS'])}")
     app = create_collector_app(store, settings=CollectorSettings(secret=SECRET))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 

@@ -130,6 +130,7 @@ class _GroupWriter:
         self._ready = threading.Condition()
         self._closed = False
         self.inserted = 0
+        self.writes = 0
         self._thread = threading.Thread(
             target=self._run, name="edgemetrics-store-writer", daemon=True
         )
@@ -179,6 +180,7 @@ class _GroupWriter:
                     future.set_exception(exc)
                 continue
             self.inserted += inserted
+            self.writes += 1
             for _, future in taken:
                 future.set_result(inserted)
 
@@ -223,13 +225,17 @@ class BatchEndpoint:
         self._stats_lock = threading.Lock()
         # "accepted" counts events answered as written; "inserted" those new to the store
         # (the difference is events delivered twice, e.g. after a sender crashed mid-send).
-        self.stats = {
+        self.stats: dict[str, float] = {
             "batches": 0,
             "accepted": 0,
             "inserted": 0,
             "rejected": 0,
             "duplicates": 0,
             "shed": 0,
+            # Where a batch's time goes: validation/encoding, and waiting for the store.
+            "encode_ms": 0.0,
+            "store_wait_ms": 0.0,
+            "store_writes": 0,
         }
 
     async def __call__(self, request: Request) -> Response:
@@ -316,7 +322,9 @@ class BatchEndpoint:
         if batch_id in self.seen:
             self.stats["duplicates"] += 1
             return _answer(status, batch_id, 0, [], duplicate=True)
+        started = time.perf_counter()
         columns, rejected = await run_in_threadpool(encode_batch, raw_events)
+        encoded = time.perf_counter()
         if columns.count:
             try:
                 await asyncio.wrap_future(self.writer.submit(columns))
@@ -330,6 +338,9 @@ class BatchEndpoint:
             self.stats["accepted"] += columns.count
             self.stats["rejected"] += len(rejected)
             self.stats["inserted"] = self.writer.inserted
+            self.stats["encode_ms"] += (encoded - started) * 1000.0
+            self.stats["store_wait_ms"] += (time.perf_counter() - encoded) * 1000.0
+            self.stats["store_writes"] = self.writer.writes
         return _answer(status, batch_id, columns.count, rejected, duplicate=False)
 
 
