@@ -21,6 +21,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -118,15 +119,18 @@ class Exporter:
         with self._idle:
             while self._pending and time.monotonic() < deadline + 1.0:
                 self._idle.wait(0.05)
-            pending = [event for batch in self._pending.values() for event in batch.events]
+            unsent = list(self._pending.values())
+            self._pending.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
-        if self._thread.is_alive() or pending:
-            # Stuck in a request past the deadline: spool what is left from this thread.
-            # A batch the sender then also delivers is deduplicated by its ids.
-            leftover = pending + list(self._in_flight) + self._take_all()
-            if leftover:
-                self._spool_or_drop(leftover, reason="exit deadline passed")
+        # Past the deadline: batches still unanswered go to the spool with their own ids
+        # (a late answer then only makes the replay a duplicate, which receivers drop),
+        # and so does what is left in the buffer.
+        for batch in unsent:
+            self._spool_batch(batch, reason="exit deadline passed")
+        leftover = self._take_all()
+        if leftover:
+            self._spool_or_drop(leftover, reason="exit deadline passed")
 
     # --- the thread ----------------------------------------------------------------
 
@@ -199,33 +203,43 @@ class Exporter:
         return [Batch(events, batch_id=batch_id, body=gzip_body(encode_body(batch_id, array)))]
 
     def _deliver_live(self, events: list[Event]) -> None:
-        for batch in self._batches(events):
+        batches = self._batches(events)
+        with self._idle:
+            # Registered before any is sent: until answered, each is "pending" (exit
+            # spools pending batches with their ids), and the events leave _in_flight.
+            for batch in batches:
+                self._pending[batch.batch_id] = batch
+            self._in_flight = []
+        for batch in batches:
             if self._past_deadline():
-                self._spool_batch(batch, reason="exit deadline")
+                self._finish(batch, lambda b: self._spool_batch(b, reason="exit deadline"))
                 continue
             if self.client.spool is not None and time.monotonic() < self._backoff_until:
-                self._spool_batch(batch, reason="sink unavailable")
+                self._finish(batch, lambda b: self._spool_batch(b, reason="sink unavailable"))
                 continue
             if self._pool is None:
-                self._deliver_one(batch)
+                self._finish(batch, self._deliver_one)
                 continue
             self._slots.acquire()
-            with self._idle:
-                self._pending[batch.batch_id] = batch
             try:
                 self._pool.submit(self._deliver_pending, batch)
             except RuntimeError:  # the pool is shut down (exit): deliver here
                 self._deliver_pending(batch)
 
-    def _deliver_pending(self, batch: Batch) -> None:
+    def _finish(self, batch: Batch, action: Callable[[Batch], None]) -> None:
         try:
-            self._deliver_one(batch)
-        except Exception:
-            log.exception("edgemetrics: delivering batch %s failed", batch.batch_id)
+            action(batch)
         finally:
             with self._idle:
                 self._pending.pop(batch.batch_id, None)
                 self._idle.notify_all()
+
+    def _deliver_pending(self, batch: Batch) -> None:
+        try:
+            self._finish(batch, self._deliver_one)
+        except Exception:
+            log.exception("edgemetrics: delivering batch %s failed", batch.batch_id)
+        finally:
             self._slots.release()
 
     def _deliver_one(self, batch: Batch) -> None:
