@@ -117,7 +117,13 @@ def role_posthog_endpoint(store_path: str, port: int) -> None:
 
 def role_producer(kind: str, url: str, events: int, prebuilt: bool) -> None:
     """Track ``events`` views as fast as the caller can; print the start time."""
+    import resource
+
     from edgemetrics.events import View
+
+    def cpu_now() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
 
     if kind == "edgemetrics":
         from edgemetrics.client import Client
@@ -137,6 +143,7 @@ def role_producer(kind: str, url: str, events: int, prebuilt: bool) -> None:
             if prebuilt
             else []
         )
+        cpu_at_start = cpu_now()
         print(f"START {time.time()}", flush=True)
         track = client.track
         if prebuilt:
@@ -158,6 +165,7 @@ def role_producer(kind: str, url: str, events: int, prebuilt: bool) -> None:
             gzip=True,
             enable_local_evaluation=False,
         )
+        cpu_at_start = cpu_now()
         print(f"START {time.time()}", flush=True)
         for n in range(events):
             ph.capture(
@@ -172,7 +180,8 @@ def role_producer(kind: str, url: str, events: int, prebuilt: bool) -> None:
             )
         ph.flush()
         ph.shutdown()
-    print("DONE", flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"DONE {usage.ru_utime + usage.ru_stime - cpu_at_start}", flush=True)
 
 
 # --- measurements -------------------------------------------------------------------
@@ -262,7 +271,14 @@ def bench_track(n: int) -> dict[str, float]:
     return out
 
 
-def bench_e2e(kind: str, events: int, prebuilt: bool) -> float:
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_e2e(kind: str, events: int, prebuilt: bool) -> tuple[float, float, float]:
+    """Events/s, and CPU microseconds per event in the producer and in the receiver."""
     tmp = Path(tempfile.mkdtemp(prefix="em-bench-"))
     port = free_port()
     role = "collector" if kind == "edgemetrics" else "posthog-endpoint"
@@ -276,6 +292,7 @@ def bench_e2e(kind: str, events: int, prebuilt: bool) -> float:
             if kind == "edgemetrics"
             else f"http://127.0.0.1:{port}"
         )
+        server_cpu = proc_cpu_seconds(server.pid)
         prod = spawn("producer", kind, url, str(events), "1" if prebuilt else "0")
         assert prod.stdout is not None
         start = float(prod.stdout.readline().split()[1])
@@ -287,10 +304,12 @@ def bench_e2e(kind: str, events: int, prebuilt: bool) -> float:
                 break
             time.sleep(0.01)
         end = time.time()
+        server_cpu = proc_cpu_seconds(server.pid) - server_cpu
+        producer_cpu = float(prod.stdout.readline().split()[1])
         prod.wait(60)
         if inserted < events:
             raise RuntimeError(f"{kind}: only {inserted} of {events} arrived")
-        return events / (end - start)
+        return events / (end - start), producer_cpu / events * 1e6, server_cpu / events * 1e6
     finally:
         server.terminate()
         server.wait(10)
@@ -399,19 +418,29 @@ def main() -> int:
         f"ratio otel/track = {t['otel_span'] / t['track_prebuilt']:.1f}x "
         f"(incl. build: {t['otel_span'] / t['track_built']:.2f}x)"
     )
-    ours = bench_e2e("edgemetrics", events, prebuilt=False)
-    ours_pre = bench_e2e("edgemetrics", events, prebuilt=True)
+    ours, ours_p, ours_r = bench_e2e("edgemetrics", events, prebuilt=False)
+    pre, pre_p, pre_r = bench_e2e("edgemetrics", events, prebuilt=True)
     ph_events = max(events // 4, 5000)
-    theirs = bench_e2e("posthog", ph_events, prebuilt=False)
+    theirs, ph_p, ph_r = bench_e2e("posthog", ph_events, prebuilt=False)
     print(
         f"end to end edgemetrics -> collector store: {ours:10.0f} events/s "
-        f"({events} events, built in loop; goal >= 200000)"
+        f"({events} events built in the loop; goal >= 200000); CPU/event: "
+        f"producer {ours_p:.1f} us, collector {ours_r:.1f} us"
     )
-    print(f"end to end edgemetrics, prebuilt events:   {ours_pre:10.0f} events/s")
     print(
-        f"end to end posthog -> equivalent endpoint: {theirs:10.0f} events/s ({ph_events} events)"
+        f"end to end edgemetrics, prebuilt events:   {pre:10.0f} events/s; CPU/event: "
+        f"producer {pre_p:.1f} us, collector {pre_r:.1f} us"
+    )
+    print(
+        f"end to end posthog -> equivalent endpoint: {theirs:10.0f} events/s "
+        f"({ph_events} events); CPU/event: producer {ph_p:.1f} us, endpoint {ph_r:.1f} us"
     )
     print(f"ratio edgemetrics/posthog = {ours / theirs:.1f}x (goal >= 5x)")
+    print(
+        "CPU per event, producer + receiver: "
+        f"edgemetrics {ours_p + ours_r:.1f} us, posthog {ph_p + ph_r:.1f} us, "
+        f"ratio {(ph_p + ph_r) / (ours_p + ours_r):.1f}x"
+    )
     s = bench_spool(batches=100 if args.quick else 400, durable=300 if args.quick else 2000)
     print(f"spool write, batched (250/commit): {s['spool_batched_events_s']:10.0f} events/s")
     print(
