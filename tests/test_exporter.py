@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from edgemetrics.exporter import RetryPolicy
 from edgemetrics.http_sink import HttpSink
 from edgemetrics.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from edgemetrics.spool import Spool
+from edgemetrics.spool_command import status_command
 from edgemetrics.wire import gunzip_body
 
 SECRET = "exporter-secret"
@@ -190,7 +193,9 @@ def test_close_does_not_wait_out_a_long_backoff_and_spools_the_rest(
     spool.close()
 
 
-def test_the_pipeline_reports_its_own_health(receiver: Receiver, tmp_path: Path) -> None:
+def test_the_pipeline_reports_its_own_health(
+    receiver: Receiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     client = make_client(receiver, spool=tmp_path, health_interval=0.2)
     for n in range(5):
         client.track(View(content_id=f"v{n}"))
@@ -204,6 +209,11 @@ def test_the_pipeline_reports_its_own_health(receiver: Receiver, tmp_path: Path)
     assert health[-1]["source"] == "exporter"
     assert health[-1]["batches"] >= 1
     assert isinstance(client.health(), PipelineHealth)
+    # The same counters are left in the spool for `edgemetrics spool status`.
+    assert status_command(argparse.Namespace(dir=str(tmp_path), json=False)) == 0
+    out = capsys.readouterr().out
+    assert f"process {os.getpid()} (running" in out
+    assert "export latency" in out and "dropped: none" in out
 
 
 def test_track_refuses_what_is_not_an_event_and_a_bad_field_fails_at_once() -> None:

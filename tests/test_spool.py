@@ -178,3 +178,37 @@ def test_a_full_disk_gives_a_clear_error_and_counters_and_the_host_keeps_going(
     with pytest.raises(SpoolError) as info:
         Spool(directory, max_page_count=page_limit).put(bid(1), os.urandom(2_000_000), events=1)
     assert info.value.reason == "disk_full"
+
+
+def test_a_spool_with_damaged_pages_is_quarantined_too(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for n in range(50):
+        spool.put(bid(n), os.urandom(3000), events=1)
+    spool.close()
+    # Checkpoint the WAL into the file, then scribble over pages past the header.
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / FILENAME)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    with open(tmp_path / FILENAME, "r+b") as f:
+        f.seek(4096 * 3)
+        f.write(b"\xff" * 4096 * 10)
+    reopened = Spool(tmp_path)
+    stats = reopened.stats()
+    assert len(stats.quarantined) == 1
+    assert stats.batches == 0
+    assert reopened.put(bid(99), b"fresh", events=1)
+    reopened.close()
+
+
+def test_a_closed_spool_is_never_mistaken_for_a_corrupt_one(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put(bid(1), b"keep me", events=1)
+    spool.close()
+    with pytest.raises(SpoolError) as info:
+        spool.stats()
+    assert info.value.reason == "io"
+    again = Spool(tmp_path)
+    assert again.stats().batches == 1 and again.stats().quarantined == []
+    again.close()

@@ -208,7 +208,7 @@ class Client:
     def health(self) -> PipelineHealth:
         """A ``PipelineHealth`` snapshot of this process's pipeline."""
         stats = None
-        if self.spool is not None:
+        if self.spool is not None and not self._closed:
             try:
                 stats = self.spool.stats()
             except SpoolError as exc:

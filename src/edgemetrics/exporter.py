@@ -157,7 +157,21 @@ class Exporter:
         now = time.monotonic()
         if now >= self._next_health:
             self._next_health = now + (self.client.health_interval or float("inf"))
-            self.client.track(self.client.health())
+            health = self.client.health()
+            self.client.track(health)
+            if self.client.spool is not None:
+                try:
+                    self.client.spool.record_health(
+                        {
+                            **health.model_dump(
+                                mode="json", exclude={"type", "event_id", "timestamp"}
+                            ),
+                            "dropped": self.client.counters.dropped,
+                            "export_latency_ms_max": self.client.counters.export_latency_ms_max,
+                        }
+                    )
+                except SpoolError as exc:
+                    log.error("edgemetrics: could not record health in the spool: %s", exc)
         while True:
             events = self._take()
             if events:

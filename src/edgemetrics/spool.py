@@ -40,6 +40,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 log = logging.getLogger("edgemetrics")
 
@@ -58,6 +61,11 @@ CREATE TABLE IF NOT EXISTS batches (
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS health (
+    pid INTEGER PRIMARY KEY,
+    updated REAL NOT NULL,
+    data TEXT NOT NULL
+);
 INSERT OR IGNORE INTO meta VALUES ('bytes', 0);
 INSERT OR IGNORE INTO meta VALUES ('dropped_spool_full', 0);
 INSERT OR IGNORE INTO meta VALUES ('dropped_expired', 0);
@@ -98,6 +106,8 @@ class SpoolStats:
     dropped_spool_full: int = 0
     dropped_expired: int = 0
     quarantined: list[str] = field(default_factory=list)
+    # The last self-monitoring snapshot of each process using this spool, by pid.
+    processes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _alive(pid: int) -> bool:
@@ -167,6 +177,8 @@ class Spool:
         except sqlite3.DatabaseError as exc:
             if _is_disk_full(exc):
                 raise SpoolError("disk_full", f"spool {self.path}: {exc}") from exc
+            if not _is_corrupt(exc) and not str(exc).startswith("quick_check"):
+                raise SpoolError("io", f"spool {self.path}: {exc}") from exc
             self._quarantine(exc)
             self._con = self._connect("NORMAL")
             self._con.execute("PRAGMA journal_mode = WAL")
@@ -417,6 +429,19 @@ class Spool:
             except sqlite3.DatabaseError as exc:
                 raise self._error(exc) from exc
 
+    def record_health(self, snapshot: dict[str, Any]) -> None:
+        """Keep this process's latest counters where ``spool status`` can read them."""
+        with self._lock:
+            try:
+                self._con.execute(
+                    "INSERT OR REPLACE INTO health VALUES (?, ?, ?)",
+                    (self._pid, time.time(), orjson.dumps(snapshot).decode()),
+                )
+                # Snapshots of processes gone for a day are of no use to anyone.
+                self._con.execute("DELETE FROM health WHERE updated < ?", (time.time() - 86400,))
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc) from exc
+
     def ready(self) -> bool:
         """True when some batch is waiting to be sent (not leased)."""
         with self._lock:
@@ -440,6 +465,9 @@ class Spool:
                     (now,),
                 ).fetchone()
                 meta = dict(self._con.execute("SELECT key, value FROM meta").fetchall())
+                health = self._con.execute(
+                    "SELECT pid, updated, data FROM health ORDER BY pid"
+                ).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise self._error(exc) from exc
         return SpoolStats(
@@ -452,6 +480,15 @@ class Spool:
             oldest_age_s=max(0.0, now - row[5]) if row[5] is not None else 0.0,
             dropped_spool_full=int(meta.get("dropped_spool_full", 0)),
             dropped_expired=int(meta.get("dropped_expired", 0)),
+            processes=[
+                {
+                    "pid": pid,
+                    "alive": _alive(pid),
+                    "updated_s_ago": round(now - updated, 1),
+                    **orjson.loads(data),
+                }
+                for pid, updated, data in health
+            ],
             quarantined=[str(p) for p in self.quarantined]
             + sorted(
                 str(p)
@@ -465,15 +502,25 @@ class Spool:
             return SpoolError(
                 "disk_full", f"spool {self.path}: the disk is full ({exc}); batch not stored"
             )
-        if isinstance(exc, sqlite3.OperationalError):
+        if not _is_corrupt(exc):
             return SpoolError("io", f"spool {self.path}: {exc}")
-        # Anything else means the file no longer reads as a database: set it aside.
+        # The file no longer reads as a database: set it aside and start afresh.
         with self._lock:
             self._quarantine(exc)
             self._open()
         return SpoolError("corrupt", f"spool {self.path} was corrupt ({exc}); started afresh")
 
 
+def _is_corrupt(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
 def _is_disk_full(exc: BaseException) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
+    if code is not None:
+        return bool(code & 0xFF == sqlite3.SQLITE_FULL)
+    return "disk is full" in str(exc).lower()

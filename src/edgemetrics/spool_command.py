@@ -54,4 +54,14 @@ def status_command(args: argparse.Namespace) -> int:
         )
         for path in stats.quarantined:
             print(f"  quarantined (corrupt, set aside): {path}")
+        for proc in stats.processes:
+            state = "running" if proc["alive"] else "gone"
+            dropped = ", ".join(f"{k} {v}" for k, v in proc["dropped"].items() if v) or "none"
+            print(
+                f"  process {proc['pid']} ({state}, {proc['updated_s_ago']} s ago): "
+                f"buffer {proc['buffer_depth']}, exported {proc['events_exported']}, "
+                f"batches {proc['batches']} (avg {proc['batch_size_avg']:.0f}), "
+                f"retries {proc['retries']}, export latency {proc['export_latency_ms']:.1f} ms "
+                f"(max {proc['export_latency_ms_max']:.1f}), dropped: {dropped}"
+            )
     return 1 if stats.quarantined else 0
