@@ -15,7 +15,7 @@ True
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,7 +26,7 @@ from edgemetrics.wire import decode_body, encode_body, gzip_body
 
 def new_batch_id() -> str:
     """A fresh 32-hex-digit batch id."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True)
