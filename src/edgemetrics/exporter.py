@@ -137,7 +137,11 @@ class Exporter:
     def _run(self) -> None:
         client = self.client
         while True:
-            self._wake.wait(client.flush_interval)
+            timeout = client.flush_interval
+            if self._spool_work and self._backoff_until:
+                # A backlog waits for the end of the backoff, not for the next flush.
+                timeout = min(timeout, max(0.0, self._backoff_until - time.monotonic()))
+            self._wake.wait(timeout)
             self._wake.clear()
             try:
                 self._cycle()
@@ -395,6 +399,9 @@ class Exporter:
         except SpoolError as exc:
             log.error("edgemetrics: cannot read the spool: %s", exc)
             self.client.counters.add(spool_errors=1)
+            # Look again at the next flush interval rather than spin on a broken spool.
+            self._spool_work = False
+            self._next_spool_check = now + self.client.flush_interval
             return False
         if not rows:
             self._spool_work = False
