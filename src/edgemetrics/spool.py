@@ -287,7 +287,7 @@ class Spool:
             "SELECT id, events, bytes FROM batches WHERE critical = 0 AND lease_until < ? "
             "ORDER BY id",
             (now,),
-        )
+        ).fetchall()
         victims: list[int] = []
         dropped_events = 0
         for row_id, n, nbytes in rows:
