@@ -403,7 +403,8 @@ def main() -> int:
 
     events = 20_000 if args.quick else args.events
     print(
-        f"edgemetrics exporter benchmark: {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+        f"edgemetrics exporter benchmark: {os.cpu_count()} cores, Python "
+        f"{sys.version.split()[0]}, load average at start {os.getloadavg()}"
     )
     t = bench_track(min(events, 200_000))
     print(f"track() prebuilt event:       {t['track_prebuilt']:8.0f} ns/call (goal <= 1000)")
