@@ -64,7 +64,15 @@ class Collector:
         raise RuntimeError("collector did not start")
 
     def stats(self) -> dict[str, int]:
-        return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5).json()  # type: ignore[no-any-return]
+        """The collector's counters once its journal has been moved into the store."""
+        deadline = time.monotonic() + 30
+        while True:
+            stats: dict[str, int] = httpx.get(
+                f"http://127.0.0.1:{self.port}/healthz", timeout=5
+            ).json()
+            if stats["pending"] == 0 or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
