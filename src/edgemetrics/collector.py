@@ -5,7 +5,9 @@ tests, so it answers exactly as the protocol says: the signature and timestamp w
 first, then size, encoding and shape, then each event on its own (a bad event is listed
 with its field and rule, the good ones are written). A batch id it has already accepted is
 answered ``duplicate: true`` and not written again; event ids are unique in the store, so
-even a replay the collector has forgotten (after a restart) stores nothing twice.
+even a replay the collector has forgotten (after a restart) stores nothing twice. Accepted
+batches are fsynced to a journal before the answer and moved into the store in large
+inserts (see docs/delivery.md).
 
 More routes (e.g. ``POST /v1/collect`` for browsers) plug in through ``extra_routes``.
 
