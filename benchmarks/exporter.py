@@ -206,12 +206,35 @@ def wait_http(port: int) -> None:
     raise RuntimeError("server did not start")
 
 
+ROUNDS = 5
+
+
 def per_call_ns(fn: Callable[[], object], n: int) -> float:
-    gc.collect()
-    start = time.perf_counter_ns()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter_ns() - start) / n
+    """Best of ``ROUNDS`` rounds of ``n // ROUNDS`` calls (the machine is shared: the
+    fastest round is the least disturbed one, as timeit reports)."""
+    per_round = max(n // ROUNDS, 1)
+    best = float("inf")
+    for _ in range(ROUNDS):
+        gc.collect()
+        start = time.perf_counter_ns()
+        for _ in range(per_round):
+            fn()
+        best = min(best, (time.perf_counter_ns() - start) / per_round)
+    return best
+
+
+def track_prebuilt_ns(track: Callable[[Any], None], events: list[Any]) -> float:
+    """The caller's loop over prebuilt events, best of ``ROUNDS`` rounds."""
+    per_round = len(events) // ROUNDS
+    best = float("inf")
+    for r in range(ROUNDS):
+        chunk = events[r * per_round : (r + 1) * per_round]
+        gc.collect()
+        start = time.perf_counter_ns()
+        for event in chunk:
+            track(event)
+        best = min(best, (time.perf_counter_ns() - start) / per_round)
+    return best
 
 
 def bench_track(n: int) -> dict[str, float]:
@@ -235,9 +258,9 @@ def bench_track(n: int) -> dict[str, float]:
     # A sink that takes batches without network: the caller-side cost is what is measured.
     client = Client(MemorySink(), flush_interval=5.0, max_buffer=n + 1, health_interval=None)
     events = [View(content_id="v1", creator_id="c1", position=3.5) for _ in range(n)]
-    it = iter(events)
-    track = client.track
-    out["track_prebuilt"] = per_call_ns(lambda: track(next(it)), n)
+    # The exporter thread drains the buffer meanwhile, as it would in an app: its share of
+    # the GIL is part of what the caller pays.
+    out["track_prebuilt"] = track_prebuilt_ns(client.track, events)
     client.close(timeout=1)
     client = Client(MemorySink(), flush_interval=5.0, max_buffer=n + 1, health_interval=None)
     track = client.track
