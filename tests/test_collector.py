@@ -181,3 +181,42 @@ def test_after_all_the_bad_requests_the_store_holds_exactly_the_good_events(
     running.start()
     expected = {f"{n:032x}" for n in (1, 2, 10, 14, 40, 41, *range(1000, 1300))}
     assert stored == expected
+
+
+def test_an_answered_batch_survives_kill_9_of_the_collector(tmp_path: Path) -> None:
+    c = Collector(tmp_path / "store.duckdb", free_port())
+    c.start()
+    try:
+        events = [view(5000 + n) for n in range(2000)]
+        answers = [post(c, body_of(events[i : i + 250]), gzip=True) for i in range(0, 2000, 250)]
+        assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
+        assert c.proc is not None
+        c.proc.kill()  # SIGKILL right after the answers: the journal must hold them
+        c.proc.wait()
+        c.proc = None
+        c.start()  # moves what the journal still holds
+    finally:
+        c.stop()
+    assert set(c.event_ids()) == {f"{5000 + n:032x}" for n in range(2000)}
+
+
+def test_extra_routes_are_served_beside_the_batch_endpoint(tmp_path: Path) -> None:
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from edgemetrics.collector import create_collector_app
+    from edgemetrics.store import EmbeddedStore
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("collect here")
+
+    store = EmbeddedStore(tmp_path / "x.duckdb")
+    app = create_collector_app(
+        store, secret=SECRET, extra_routes=[Route("/v1/collect", hello, methods=["POST"])]
+    )
+    with TestClient(app) as http:
+        assert http.post("/v1/collect").text == "collect here"
+        assert http.post("/v1/batch", content=b"{}").status_code == 401
+    store.close()
