@@ -145,6 +145,14 @@ class Client:
         Returns True when the event is on disk. Without a spool, or when the spool cannot
         write (full disk), the event is queued in memory like :meth:`track`, the failure
         is logged and counted, and False is returned: the host's handler carries on.
+
+        >>> import tempfile
+        >>> from edgemetrics.events import Purchase
+        >>> from edgemetrics.sinks import MemorySink
+        >>> client = Client(MemorySink(), spool=tempfile.mkdtemp(), health_interval=None)
+        >>> client.track_durable(Purchase(amount_minor=499, currency="EUR", transaction_id="t1"))
+        True
+        >>> client.close()
         """
         if not isinstance(event, Event):
             raise TypeError(
@@ -206,7 +214,14 @@ class Client:
         self.sink.close()
 
     def health(self) -> PipelineHealth:
-        """A ``PipelineHealth`` snapshot of this process's pipeline."""
+        """A ``PipelineHealth`` snapshot of this process's pipeline.
+
+        >>> from edgemetrics.sinks import MemorySink
+        >>> client = Client(MemorySink(), health_interval=None)
+        >>> client.health().buffer_depth
+        0
+        >>> client.close()
+        """
         stats = None
         if self.spool is not None and not self._closed:
             try:
