@@ -121,9 +121,7 @@ class EmbeddedStore:
             last = {event_id: i for i, event_id in enumerate(ids)}
             keep = sorted(last.values())
             columns = {name: [values[i] for i in keep] for name, values in columns.items()}
-        batch = pa.Table.from_pydict(
-            {name: columns[name] for name in _SCHEMA.names}, schema=_SCHEMA
-        )
+        batch = _columns_to_arrow(columns)
         with self._write_lock:
             cur = self._cursor()
             cur.register("_em_batch", batch)
@@ -157,6 +155,26 @@ class EmbeddedStore:
     def close(self) -> None:
         with self._write_lock:
             self._con.close()
+
+
+def _columns_to_arrow(columns: dict[str, list[Any]]) -> pa.Table:
+    """An Arrow table in the store's schema; a column holding one value throughout (most
+    blobs and doubles of a type: unused slots, defaults) is built without a per-row loop.
+
+    >>> _columns_to_arrow({"event_id": ["a"], "timestamp": [0], "index1": [""],
+    ...     "_sample_interval": [1], **{c: [""] for c in _BLOB_COLUMNS},
+    ...     **{c: [0.0] for c in _DOUBLE_COLUMNS}}).num_rows
+    1
+    """
+    arrays = []
+    for schema_field in _SCHEMA:
+        values = columns[schema_field.name]
+        n = len(values)
+        if n > 1 and values.count(values[0]) == n:
+            arrays.append(pa.repeat(pa.scalar(values[0], type=schema_field.type), n))
+        else:
+            arrays.append(pa.array(values, type=schema_field.type))
+    return pa.Table.from_arrays(arrays, schema=_SCHEMA)
 
 
 def _to_arrow(points: Sequence[DataPoint]) -> pa.Table:
