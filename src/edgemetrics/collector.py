@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -54,6 +56,7 @@ from edgemetrics.events import EVENT_TYPES, InvalidEvent, parse_event
 from edgemetrics.layout import MAX_POINTS_PER_INVOCATION, DataPoint, LayoutLimitError, encode
 from edgemetrics.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 from edgemetrics.spool import Spool, SpoolError
+from edgemetrics.store import columns_to_arrow
 from edgemetrics.wire import (
     MAX_DECOMPRESSED_BYTES,
     MAX_EVENTS_PER_BODY,
@@ -139,6 +142,30 @@ def _merge(
     return merged
 
 
+def _to_ipc(tables: Mapping[str, dict[str, list[Any]]]) -> bytes:
+    """One Arrow IPC stream for a group of batches, with each row's dataset beside it."""
+    parts = []
+    for dataset, columns in tables.items():
+        table = columns_to_arrow(columns)
+        parts.append(table.append_column("dataset", pa.repeat(dataset, table.num_rows)))
+    combined = pa.concat_tables(parts)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, combined.schema) as writer:
+        writer.write_table(combined)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _from_ipc(bodies: Sequence[bytes]) -> dict[str, pa.Table]:
+    """The journal rows' tables, concatenated and split by dataset (dataset column dropped)."""
+    combined = pa.concat_tables([pa.ipc.open_stream(body).read_all() for body in bodies])
+    datasets = combined.column("dataset")
+    out = {}
+    for dataset in pc.unique(datasets).to_pylist():
+        rows = combined.filter(pc.equal(datasets, dataset))
+        out[str(dataset)] = rows.drop_columns(["dataset"])
+    return out
+
+
 class _Journal:
     """Accepted batches on disk before the answer; moved into the store in large inserts.
 
@@ -206,7 +233,7 @@ class _Journal:
             count = sum(columns.count for columns, _ in taken)
             try:
                 self.spool.put(
-                    new_batch_id(), orjson.dumps(merged), events=count, critical=True, durable=True
+                    new_batch_id(), _to_ipc(merged), events=count, critical=True, durable=True
                 )
             except Exception as exc:  # answered 503: the sender keeps the batch and retries
                 for _, future in taken:
@@ -242,12 +269,11 @@ class _Journal:
                 if not rows:
                     break
                 try:
-                    merged = _merge([orjson.loads(row.body) for row in rows])
                     inserted = 0
-                    for dataset, table in merged.items():
-                        for start in range(0, len(table["event_id"]), self.max_rows):
-                            chunk = {k: v[start : start + self.max_rows] for k, v in table.items()}
-                            inserted += self.store.write_columns(dataset, chunk)
+                    for dataset, table in _from_ipc([row.body for row in rows]).items():
+                        for start in range(0, table.num_rows, self.max_rows):
+                            chunk = table.slice(start, self.max_rows)
+                            inserted += self.store.write_arrow(dataset, chunk)
                             self.inserts += 1
                     self.spool.ack([row.batch_id for row in rows])
                 except Exception:  # keep the journal rows; try again shortly

@@ -112,16 +112,20 @@ class EmbeddedStore:
         seen twice in one call is stored once (the last one wins, as in :meth:`write`);
         one already stored is left alone. Returns how many rows were new.
         """
+        if not columns["event_id"]:
+            return 0
+        return self.write_arrow(dataset, columns_to_arrow(columns))
+
+    def write_arrow(self, dataset: str, batch: pa.Table) -> int:
+        """Insert an Arrow table in the store's column schema; see :meth:`write_columns`."""
         if dataset not in DATASETS:
             raise ValueError(f"dataset: unknown dataset {dataset!r}")
-        ids = columns["event_id"]
-        if not ids:
+        if batch.num_rows == 0:
             return 0
+        ids = batch.column("event_id").to_pylist()
         if len(set(ids)) != len(ids):
             last = {event_id: i for i, event_id in enumerate(ids)}
-            keep = sorted(last.values())
-            columns = {name: [values[i] for i in keep] for name, values in columns.items()}
-        batch = _columns_to_arrow(columns)
+            batch = batch.take(pa.array(sorted(last.values()), type=pa.int64()))
         with self._write_lock:
             cur = self._cursor()
             cur.register("_em_batch", batch)
@@ -157,11 +161,11 @@ class EmbeddedStore:
             self._con.close()
 
 
-def _columns_to_arrow(columns: dict[str, list[Any]]) -> pa.Table:
+def columns_to_arrow(columns: dict[str, list[Any]]) -> pa.Table:
     """An Arrow table in the store's schema; a column holding one value throughout (most
     blobs and doubles of a type: unused slots, defaults) is built without a per-row loop.
 
-    >>> _columns_to_arrow({"event_id": ["a"], "timestamp": [0], "index1": [""],
+    >>> columns_to_arrow({"event_id": ["a"], "timestamp": [0], "index1": [""],
     ...     "_sample_interval": [1], **{c: [""] for c in _BLOB_COLUMNS},
     ...     **{c: [0.0] for c in _DOUBLE_COLUMNS}}).num_rows
     1
