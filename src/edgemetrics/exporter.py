@@ -200,6 +200,9 @@ class Exporter:
                 out.append(buffer.popleft())
             except IndexError:
                 break
+        if out:
+            # Counted here, off the caller's thread: events_in = what left the buffer.
+            self.client.counters.add(tracked=len(out))
         return out
 
     def _take_all(self) -> list[Event]:
