@@ -14,7 +14,7 @@ field and the rule it broke.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -91,7 +91,8 @@ class InvalidEvent(ValueError):
 
 def new_event_id() -> str:
     """A fresh 32-hex-digit event id; stable across retries once assigned."""
-    return uuid.uuid4().hex
+    # 128 random bits, as uuid4 has (less its 6 fixed bits), at a fifth of uuid4's cost.
+    return os.urandom(16).hex()
 
 
 def utcnow() -> datetime:

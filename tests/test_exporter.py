@@ -1,0 +1,251 @@
+"""The exporter against a real loopback receiver that can be told to fail."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+from conftest import free_port
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import edgemetrics
+from edgemetrics.client import Client
+from edgemetrics.events import InvalidEvent, PipelineHealth, View
+from edgemetrics.exporter import RetryPolicy
+from edgemetrics.http_sink import HttpSink
+from edgemetrics.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from edgemetrics.spool import Spool
+from edgemetrics.spool_command import status_command
+from edgemetrics.wire import gunzip_body
+
+SECRET = "exporter-secret"
+
+
+@dataclass
+class Receiver:
+    """Records each request; answers from ``script`` (status, headers) then 200."""
+
+    url: str = ""
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def events(self) -> list[dict[str, Any]]:
+        with self.lock:
+            ok = [r for r in self.requests if r["status"] == 200]
+        return [e for r in ok for e in r["body"]["events"]]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+
+    async def batch(request: Request) -> Response:
+        raw = await request.body()
+        verify(
+            raw,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            SECRET,
+        )
+        assert request.headers["content-encoding"] == "gzip"
+        body = orjson.loads(gunzip_body(raw))
+        with rec.lock:
+            status, headers = rec.script.pop(0) if rec.script else (200, {})
+            rec.requests.append({"time": time.monotonic(), "status": status, "body": body})
+        answer = {"batch_id": body["batch_id"], "accepted": len(body["events"]), "rejected": []}
+        return Response(orjson.dumps(answer), status_code=status, headers=headers)
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/v1/batch", batch, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    rec.url = f"http://127.0.0.1:{port}/v1/batch"
+    yield rec
+    server.should_exit = True
+    thread.join(5)
+
+
+def make_client(rec: Receiver, **options: Any) -> Client:
+    options.setdefault("flush_interval", 0.05)
+    options.setdefault("health_interval", None)
+    options.setdefault("retry", RetryPolicy(base=0.05, cap=0.2))
+    return Client(HttpSink(rec.url, secret=SECRET), **options)
+
+
+def test_batches_hold_at_most_250_events_and_respect_the_byte_bound(receiver: Receiver) -> None:
+    client = make_client(receiver, flush_interval=5.0)
+    for n in range(600):
+        client.track(View(content_id=f"v{n}"))
+    assert client.flush(10)
+    sizes = [len(r["body"]["events"]) for r in receiver.requests]
+    assert sum(sizes) == 600 and max(sizes) <= 250
+    client.close()
+
+    small = make_client(receiver, max_batch_bytes=4000)
+    receiver.requests.clear()
+    for n in range(100):
+        small.track(View(content_id=f"v{n}"))
+    assert small.flush(10)
+    sizes = [len(r["body"]["events"]) for r in receiver.requests]
+    assert sum(sizes) == 100 and max(sizes) < 20
+    small.close()
+
+
+def test_an_event_tracked_alone_is_sent_within_the_flush_interval(receiver: Receiver) -> None:
+    client = make_client(receiver, flush_interval=0.2)
+    client.track(View(content_id="lonely"))
+    deadline = time.monotonic() + 5
+    while not receiver.events() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [e["content_id"] for e in receiver.events()] == ["lonely"]
+    client.close()
+
+
+def test_retries_keep_batch_and_event_ids_and_honour_retry_after(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.script = [(503, {}), (429, {"Retry-After": "1"})]
+    client = make_client(receiver, spool=tmp_path)
+    client.track(View(content_id="v1"))
+    client.track(View(content_id="v2"))
+    deadline = time.monotonic() + 10
+    while len(receiver.requests) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client.close()
+    attempts = receiver.requests
+    assert [a["status"] for a in attempts] == [503, 429, 200]
+    assert len({a["body"]["batch_id"] for a in attempts}) == 1
+    ids = [[e["event_id"] for e in a["body"]["events"]] for a in attempts]
+    assert ids[0] == ids[1] == ids[2]
+    assert attempts[2]["time"] - attempts[1]["time"] >= 0.95  # Retry-After: 1
+    assert client.counters.retries >= 2
+    assert client.counters.exported == 2
+
+
+def test_a_4xx_is_not_retried_and_is_counted(receiver: Receiver, tmp_path: Path) -> None:
+    receiver.script = [(400, {})]
+    client = make_client(receiver, spool=tmp_path)
+    client.track(View(content_id="v1"))
+    assert client.flush(5)
+    time.sleep(0.3)
+    client.close()
+    assert len(receiver.requests) == 1
+    assert client.counters.dropped_invalid == 1
+    spool = Spool(tmp_path)
+    assert spool.stats().batches == 0
+    spool.close()
+
+
+def test_without_a_spool_a_batch_is_retried_in_memory_then_dropped_and_counted(
+    receiver: Receiver,
+) -> None:
+    receiver.script = [(503, {})] * 10
+    lost: list[int] = []
+    client = make_client(
+        receiver,
+        retry=RetryPolicy(base=0.01, cap=0.02, max_attempts=3),
+        on_failure=lambda batch, exc: lost.append(len(batch)),
+    )
+    client.track(View(content_id="v1"))
+    assert client.flush(5)
+    client.close()
+    assert len(receiver.requests) == 3
+    assert lost == [1]
+    assert client.counters.dropped_retries_exhausted == 1
+
+
+def test_close_does_not_wait_out_a_long_backoff_and_spools_the_rest(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.script = [(503, {})]
+    client = make_client(receiver, spool=tmp_path, retry=RetryPolicy(base=600, cap=600))
+    client.track(View(content_id="v1"))
+    assert client.flush(5)
+    for n in range(10):
+        client.track(View(content_id=f"later{n}"))
+    started = time.monotonic()
+    client.close(timeout=1.0)
+    assert time.monotonic() - started < 5  # not 600 s
+    spool = Spool(tmp_path)
+    assert spool.stats().events == 11
+    spool.close()
+
+
+def test_the_pipeline_reports_its_own_health(
+    receiver: Receiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = make_client(receiver, spool=tmp_path, health_interval=0.2)
+    for n in range(5):
+        client.track(View(content_id=f"v{n}"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        health = [e for e in receiver.events() if e["type"] == "pipeline_health"]
+        if health and health[-1]["events_exported"] >= 5:
+            break
+        time.sleep(0.05)
+    client.close()
+    assert health[-1]["source"] == "exporter"
+    assert health[-1]["batches"] >= 1
+    assert isinstance(client.health(), PipelineHealth)
+    # The same counters are left in the spool for `edgemetrics spool status`.
+    assert status_command(argparse.Namespace(dir=str(tmp_path), json=False)) == 0
+    out = capsys.readouterr().out
+    assert f"process {os.getpid()} (running" in out
+    assert "export latency" in out and "dropped: none" in out
+
+
+def test_track_refuses_what_is_not_an_event_and_a_bad_field_fails_at_once() -> None:
+    with pytest.raises(TypeError, match="event: expected an edgemetrics event model"):
+        edgemetrics.track({"type": "view"})  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent, match="position"):
+        View(content_id="v1", position=-1)
+
+
+def test_a_purchase_through_the_decorator_is_in_the_spool_when_the_handler_returns(
+    tmp_path: Path,
+) -> None:
+    from edgemetrics.decorators import track_purchase
+
+    # The sink is down (nothing on port 9) and the exporter backs off for a long time.
+    edgemetrics.configure(
+        sink=HttpSink("http://127.0.0.1:9/v1/batch", secret="s", timeout=0.2),
+        spool=tmp_path,
+        flush_interval=30,
+        retry=RetryPolicy(base=600, cap=600),
+        health_interval=None,
+    )
+
+    @track_purchase(lambda result: result)
+    def buy() -> dict[str, Any]:
+        return {"amount_minor": 999, "currency": "USD", "transaction_id": "tx-9"}
+
+    buy()
+    spool = Spool(tmp_path)
+    try:
+        stats = spool.stats()
+        assert stats.critical_events == 1
+    finally:
+        spool.close()
+        edgemetrics.shutdown(timeout=0.5)
