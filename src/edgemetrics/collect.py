@@ -102,7 +102,7 @@ class CollectSettings:
             if entry in ("*", origin):
                 return True
             scheme, sep, rest = entry.partition("://*.")
-            if sep and origin.startswith(scheme + "://") and origin.endswith(rest):
+            if sep and origin.startswith(scheme + "://") and origin.endswith("." + rest):
                 return True
         return False
 

@@ -9,12 +9,13 @@ export const here = dirname(fileURLToPath(import.meta.url));
 export const root = join(here, "..", "..");
 export const SECRET = "test-secret-0123456789";
 
-export async function startWorker({ allowedOrigins = "https://app.example.com", healthInterval = "3600", port } = {}) {
+export async function startWorker({ allowedOrigins = "https://app.example.com", healthInterval = "3600", port, kvPersist } = {}) {
   const mf = new Miniflare({
     modules: true,
     scriptPath: join(here, "..", "dist", "test-worker.js"),
     compatibilityDate: "2025-04-01",
     kvNamespaces: ["EDGEMETRICS_STATE"],
+    ...(kvPersist ? { kvPersist } : {}),
     queueProducers: { EDGEMETRICS_QUEUE: { queueName: "edgemetrics-batches" } },
     queueConsumers: { "edgemetrics-batches": { maxBatchSize: 1, maxBatchTimeout: 1 } },
     bindings: { INGEST_SECRET: SECRET, ALLOWED_ORIGINS: allowedOrigins, HEALTH_INTERVAL_S: healthInterval },
