@@ -9,7 +9,7 @@ export const here = dirname(fileURLToPath(import.meta.url));
 export const root = join(here, "..", "..");
 export const SECRET = "test-secret-0123456789";
 
-export async function startWorker({ allowedOrigins = "https://app.example.com", healthInterval = "3600", port, kvPersist } = {}) {
+export async function startWorker({ allowedOrigins = "https://app.example.com", healthInterval = "3600", port, kvPersist, secret = SECRET } = {}) {
   const mf = new Miniflare({
     modules: true,
     scriptPath: join(here, "..", "dist", "test-worker.js"),
@@ -18,7 +18,7 @@ export async function startWorker({ allowedOrigins = "https://app.example.com", 
     ...(kvPersist ? { kvPersist } : {}),
     queueProducers: { EDGEMETRICS_QUEUE: { queueName: "edgemetrics-batches" } },
     queueConsumers: { "edgemetrics-batches": { maxBatchSize: 1, maxBatchTimeout: 1 } },
-    bindings: { INGEST_SECRET: SECRET, ALLOWED_ORIGINS: allowedOrigins, HEALTH_INTERVAL_S: healthInterval },
+    bindings: { INGEST_SECRET: secret, ALLOWED_ORIGINS: allowedOrigins, HEALTH_INTERVAL_S: healthInterval },
     ...(port !== undefined ? { host: "127.0.0.1", port } : {}),
   });
   const url = await mf.ready;

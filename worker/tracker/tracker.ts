@@ -21,8 +21,12 @@
   type Ev = { [k: string]: string | number; t: number };
 
   const script = d.currentScript as HTMLScriptElement | null;
-  const endpoint =
-    (script && script.getAttribute("data-endpoint")) || (script ? new URL("/v1/collect", script.src).href : "/v1/collect");
+  let endpoint = "/v1/collect";
+  try {
+    endpoint = (script && (script.getAttribute("data-endpoint") || new URL("/v1/collect", script.src).href)) || endpoint;
+  } catch (e) {
+    /* an inline copy without data-endpoint posts to this site's /v1/collect */
+  }
   const nav = navigator as Navigator & { globalPrivacyControl?: boolean };
   let queue: Ev[] = [];
 
