@@ -39,7 +39,9 @@ def run_batch_events(events: list[Any]) -> dict[str, Any]:
                 raise InvalidEvent([("event", "type", "must be a JSON object")])
             point = encode(parse_event(raw))
         except InvalidEvent as exc:
-            rejected.append({"index": index, "errors": errors_json((f, r) for f, r, _ in exc.errors)})
+            rejected.append(
+                {"index": index, "errors": errors_json((f, r) for f, r, _ in exc.errors)}
+            )
             continue
         except LayoutLimitError:
             rejected.append({"index": index, "errors": errors_json([("event", "blob_bytes")])})
@@ -61,7 +63,9 @@ class ListStore:
 
 
 def run_collect_requests(
-    salts: dict[str, str], requests: list[dict[str, Any]], allowed: tuple[str, ...] = ("https://app.example.com",)
+    salts: dict[str, str],
+    requests: list[dict[str, Any]],
+    allowed: tuple[str, ...] = ("https://app.example.com",),
 ) -> list[dict[str, Any]]:
     """Send each vector request to the Python /v1/collect route; return what each produced."""
     store = ListStore()
@@ -87,7 +91,10 @@ def run_collect_requests(
         if response.status_code == 200:
             body = response.json()
             result["rejected"] = [
-                {"index": r["index"], "errors": errors_json((e["field"], e["rule"]) for e in r["errors"])}
+                {
+                    "index": r["index"],
+                    "errors": errors_json((e["field"], e["rule"]) for e in r["errors"]),
+                }
                 for r in body["rejected"]
             ]
         elif response.content:

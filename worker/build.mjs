@@ -1,5 +1,6 @@
 // Builds the tracker (dist/tracker.js, copied into the Python package) and the Worker
 // (dist/worker.js, with the tracker embedded), plus the test entry (dist/test-worker.js).
+// Usage: node build.mjs [--package]
 import { build } from "esbuild";
 import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
@@ -21,7 +22,11 @@ await build({
   logLevel: "warning",
 });
 const tracker = readFileSync(join(dist, "tracker.js"), "utf8");
-copyFileSync(join(dist, "tracker.js"), join(here, "..", "src", "edgemetrics", "static", "tracker.js"));
+// `--package` refreshes the copy shipped in the Python package; without it the copy is left
+// alone, so the tests can tell when it is stale.
+if (process.argv.includes("--package")) {
+  copyFileSync(join(dist, "tracker.js"), join(here, "..", "src", "edgemetrics", "static", "tracker.js"));
+}
 
 const common = {
   bundle: true,

@@ -129,11 +129,17 @@ def _browser_errors(event: Any) -> list[dict[str, str]]:
             {
                 "field": "type",
                 "rule": "browser_type",
-                "message": "a browser may send only content events (" + ", ".join(BROWSER_TYPES) + ")",
+                "message": "a browser may send only content events ("
+                + ", ".join(BROWSER_TYPES)
+                + ")",
             }
         ]
     errors = [
-        {"field": key, "rule": "browser_field", "message": "set by the collector, not by the browser"}
+        {
+            "field": key,
+            "rule": "browser_field",
+            "message": "set by the collector, not by the browser",
+        }
         for key in event
         if key not in BROWSER_FIELDS
     ]
@@ -141,7 +147,11 @@ def _browser_errors(event: Any) -> list[dict[str, str]]:
         age = event["age_ms"]
         if isinstance(age, bool) or not isinstance(age, int | float) or age != age:
             errors.append(
-                {"field": "age_ms", "rule": "float_type", "message": "Input should be a valid number"}
+                {
+                    "field": "age_ms",
+                    "rule": "float_type",
+                    "message": "Input should be a valid number",
+                }
             )
         elif age < 0:
             errors.append(
@@ -267,10 +277,13 @@ def collect_events(
                         {
                             "index": index,
                             "event_id": event.event_id,
-                            "errors": [{"field": "event", "rule": "blob_bytes", "message": str(exc)}],
+                            "errors": [
+                                {"field": "event", "rule": "blob_bytes", "message": str(exc)}
+                            ],
                         }
                     )
-            visitors.put(visitor, state, now_ms)
+            if state is not None:  # always set: ``valid`` is not empty
+                visitors.put(visitor, state, now_ms)
     rejected.sort(key=lambda r: int(r["index"]))
     return points, rejected
 

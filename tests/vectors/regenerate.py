@@ -66,7 +66,13 @@ BATCH_CASES: dict[str, list[Any]] = {
             "new_session": True,
         },
         {"type": "play_start", "event_id": EID[1], "timestamp": T0, "content_id": "a/2"},
-        {"type": "watch_time", "event_id": EID[2], "timestamp": T0, "content_id": "a/2", "watch_time": 9.5},
+        {
+            "type": "watch_time",
+            "event_id": EID[2],
+            "timestamp": T0,
+            "content_id": "a/2",
+            "watch_time": 9.5,
+        },
         {
             "type": "purchase",
             "event_id": EID[3],
@@ -119,7 +125,14 @@ BATCH_CASES: dict[str, list[Any]] = {
             "outcome": "retry",
             "retries": 2,
         },
-        {"type": "queue_delay", "event_id": EID[8], "timestamp": T0, "queue": "media", "delay_ms": 5, "depth": 3},
+        {
+            "type": "queue_delay",
+            "event_id": EID[8],
+            "timestamp": T0,
+            "queue": "media",
+            "delay_ms": 5,
+            "depth": 3,
+        },
         {
             "type": "db_query",
             "event_id": EID[9],
@@ -129,7 +142,13 @@ BATCH_CASES: dict[str, list[Any]] = {
             "duration_ms": 0.75,
             "rows": 1,
         },
-        {"type": "error", "event_id": EID[10], "timestamp": T0, "error_type": "KeyError", "route": "/x"},
+        {
+            "type": "error",
+            "event_id": EID[10],
+            "timestamp": T0,
+            "error_type": "KeyError",
+            "route": "/x",
+        },
         {
             "type": "pipeline_health",
             "event_id": EID[11],
@@ -144,55 +163,175 @@ BATCH_CASES: dict[str, list[Any]] = {
     ],
     "batch_coercion": [
         # pydantic's lax JSON coercions, which the Worker reproduces.
-        {"type": "purchase", "event_id": EID[20], "timestamp": "2026-11-25T11:00:00.123999+01:00",
-         "amount_minor": "250", "currency": "USD", "transaction_id": "t9", "authenticated": "yes"},
-        {"type": "view", "event_id": EID[21], "timestamp": 1795600000, "content_id": "v", "position": "1.5"},
-        {"type": "view", "event_id": EID[22], "timestamp": 1795600000123, "content_id": "v",
-         "unique_view": 1, "new_session": "false", "media_duration": True},
-        {"type": "job", "event_id": EID[23], "timestamp": "2026-11-25 10:00:00.5-0230",
-         "job_name": "j", "duration_ms": "  7 ", "retries": 3.0},
-        {"type": "api_call", "event_id": EID[24], "timestamp": T0, "method": "GET", "route": "/",
-         "status_code": "404", "duration_ms": 2, "duration_min_ms": None, "duration_max_ms": 5},
-        {"type": "view", "event_id": EID[25], "timestamp": T0, "content_id": "v", "creator_id": None,
-         "content_type": None, "authenticated": "TRUE"},
+        {
+            "type": "purchase",
+            "event_id": EID[20],
+            "timestamp": "2026-11-25T11:00:00.123999+01:00",
+            "amount_minor": "250",
+            "currency": "USD",
+            "transaction_id": "t9",
+            "authenticated": "yes",
+        },
+        {
+            "type": "view",
+            "event_id": EID[21],
+            "timestamp": 1795600000,
+            "content_id": "v",
+            "position": "1.5",
+        },
+        {
+            "type": "view",
+            "event_id": EID[22],
+            "timestamp": 1795600000123,
+            "content_id": "v",
+            "unique_view": 1,
+            "new_session": "false",
+            "media_duration": True,
+        },
+        {
+            "type": "job",
+            "event_id": EID[23],
+            "timestamp": "2026-11-25 10:00:00.5-0230",
+            "job_name": "j",
+            "duration_ms": "  7 ",
+            "retries": 3.0,
+        },
+        {
+            "type": "api_call",
+            "event_id": EID[24],
+            "timestamp": T0,
+            "method": "GET",
+            "route": "/",
+            "status_code": "404",
+            "duration_ms": 2,
+            "duration_min_ms": None,
+            "duration_max_ms": 5,
+        },
+        {
+            "type": "view",
+            "event_id": EID[25],
+            "timestamp": T0,
+            "content_id": "v",
+            "creator_id": None,
+            "content_type": None,
+            "authenticated": "TRUE",
+        },
     ],
     "batch_rejections": [
         {"type": "view", "event_id": EID[30], "timestamp": T0},
         {"type": "view", "event_id": EID[31], "timestamp": T0, "content_id": "v", "colour": "red"},
         {"type": "view", "event_id": EID[32], "timestamp": T0, "content_id": "-bad"},
         {"type": "view", "event_id": EID[33], "timestamp": T0, "content_id": "x" * 65},
-        {"type": "purchase", "event_id": EID[34], "timestamp": T0, "amount_minor": -1,
-         "currency": "XXY", "transaction_id": "t"},
-        {"type": "purchase", "event_id": EID[35], "timestamp": T0, "amount_minor": 5.5,
-         "currency": "eur", "transaction_id": 7},
-        {"type": "view", "event_id": EID[36], "timestamp": "2026-11-25T10:00:00", "content_id": "v"},
+        {
+            "type": "purchase",
+            "event_id": EID[34],
+            "timestamp": T0,
+            "amount_minor": -1,
+            "currency": "XXY",
+            "transaction_id": "t",
+        },
+        {
+            "type": "purchase",
+            "event_id": EID[35],
+            "timestamp": T0,
+            "amount_minor": 5.5,
+            "currency": "eur",
+            "transaction_id": 7,
+        },
+        {
+            "type": "view",
+            "event_id": EID[36],
+            "timestamp": "2026-11-25T10:00:00",
+            "content_id": "v",
+        },
         {"type": "view", "event_id": EID[37], "timestamp": "yesterday", "content_id": "v"},
         {"type": "view", "event_id": EID[38], "timestamp": None, "content_id": "v"},
         {"type": "teleport", "event_id": EID[39]},
         "not an object",
         {"type": "view", "event_id": "XYZ", "timestamp": T0, "content_id": "v"},
-        {"type": "view", "event_id": EID[40], "timestamp": T0, "content_id": "v", "content_type": "film",
-         "authenticated": "maybe", "position": -1, "watch_time": "a lot", "country": "de", "city": ""},
-        {"type": "view", "event_id": EID[41], "timestamp": T0, "content_id": "v", "new_visitor": 2,
-         "unique_view": 0.5, "media_duration": None, "position": "inf"},
-        {"type": "api_call", "event_id": EID[42], "timestamp": T0, "method": "get", "route": "",
-         "status_code": 99, "duration_ms": "slow"},
-        {"type": "job", "event_id": EID[43], "timestamp": T0, "job_name": "j", "duration_ms": 1,
-         "outcome": "meh", "retries": 10001},
+        {
+            "type": "view",
+            "event_id": EID[40],
+            "timestamp": T0,
+            "content_id": "v",
+            "content_type": "film",
+            "authenticated": "maybe",
+            "position": -1,
+            "watch_time": "a lot",
+            "country": "de",
+            "city": "",
+        },
+        {
+            "type": "view",
+            "event_id": EID[41],
+            "timestamp": T0,
+            "content_id": "v",
+            "new_visitor": 2,
+            "unique_view": 0.5,
+            "media_duration": None,
+            "position": "inf",
+        },
+        {
+            "type": "api_call",
+            "event_id": EID[42],
+            "timestamp": T0,
+            "method": "get",
+            "route": "",
+            "status_code": 99,
+            "duration_ms": "slow",
+        },
+        {
+            "type": "job",
+            "event_id": EID[43],
+            "timestamp": T0,
+            "job_name": "j",
+            "duration_ms": 1,
+            "outcome": "meh",
+            "retries": 10001,
+        },
         # A valid event among the bad ones is still written.
         {"type": "view", "event_id": EID[44], "timestamp": T0, "content_id": "survivor"},
     ],
     "batch_index": [
         # index1 over 96 bytes: 87-byte prefix cut at a character boundary + "~" + sha256[:8].
-        {"type": "api_call", "event_id": EID[50], "timestamp": T0, "service": "svc", "method": "GET",
-         "route": "/" + "a" * 120, "status_code": 200, "duration_ms": 1},
-        {"type": "api_call", "event_id": EID[51], "timestamp": T0, "service": "svc", "method": "GET",
-         "route": "/" + "é" * 60, "status_code": 200, "duration_ms": 1},
-        {"type": "db_query", "event_id": EID[52], "timestamp": T0, "service": "ß" * 40,
-         "fingerprint": "UPDATE t SET a = ?", "operation": "UPDATE", "duration_ms": 1},
+        {
+            "type": "api_call",
+            "event_id": EID[50],
+            "timestamp": T0,
+            "service": "svc",
+            "method": "GET",
+            "route": "/" + "a" * 120,
+            "status_code": 200,
+            "duration_ms": 1,
+        },
+        {
+            "type": "api_call",
+            "event_id": EID[51],
+            "timestamp": T0,
+            "service": "svc",
+            "method": "GET",
+            "route": "/" + "é" * 60,
+            "status_code": 200,
+            "duration_ms": 1,
+        },
+        {
+            "type": "db_query",
+            "event_id": EID[52],
+            "timestamp": T0,
+            "service": "ß" * 40,
+            "fingerprint": "UPDATE t SET a = ?",
+            "operation": "UPDATE",
+            "duration_ms": 1,
+        },
         {"type": "error", "event_id": EID[53], "timestamp": T0, "error_type": "ValueError"},
-        {"type": "queue_delay", "event_id": EID[54], "timestamp": T0, "service": "w", "queue": "q",
-         "delay_ms": 1},
+        {
+            "type": "queue_delay",
+            "event_id": EID[54],
+            "timestamp": T0,
+            "service": "w",
+            "queue": "q",
+            "delay_ms": 1,
+        },
     ],
 }
 
@@ -214,15 +353,26 @@ def _req(
     if origin is not None:
         h["origin"] = origin
     h.update(headers or {})
-    body = raw if raw is not None else json.dumps({"events": events, "url": url, "referrer": referrer})
+    body = (
+        raw if raw is not None else json.dumps({"events": events, "url": url, "referrer": referrer})
+    )
     # Both keys always: Miniflare fills missing request.cf keys with its own sample values.
-    geo = {"country": "", "city": "", **(cf if cf is not None else {"country": "DE", "city": "Berlin"})}
+    geo = {
+        "country": "",
+        "city": "",
+        **(cf if cf is not None else {"country": "DE", "city": "Berlin"}),
+    }
     return {"now": now, "ip": ip, "cf": geo, "headers": h, "body": body}
 
 
 def _media(kind: str, content: str = "video-1", **extra: Any) -> dict[str, Any]:
-    return {"type": kind, "content_id": content, "content_type": "video", "creator_id": "creator-7",
-            **extra}
+    return {
+        "type": kind,
+        "content_id": content,
+        "content_type": "video",
+        "creator_id": "creator-7",
+        **extra,
+    }
 
 
 COLLECT_CASES: dict[str, dict[str, Any]] = {
@@ -230,46 +380,85 @@ COLLECT_CASES: dict[str, dict[str, Any]] = {
         "salts": {"2026-11-25": "11" * 32, "2026-11-26": "22" * 32},
         "requests": [
             # First contact: new visitor and session on the first event, a unique view.
-            _req(NOW, [_media("view", position=0, media_duration=300, age_ms=1200.7),
-                       _media("play_start", position=0, media_duration=300, age_ms=1200),
-                       _media("pause", position=42.5, media_duration=300, timezone="Europe/Berlin")]),
+            _req(
+                NOW,
+                [
+                    _media("view", position=0, media_duration=300, age_ms=1200.7),
+                    _media("play_start", position=0, media_duration=300, age_ms=1200),
+                    _media("pause", position=42.5, media_duration=300, timezone="Europe/Berlin"),
+                ],
+            ),
             # Ten minutes later: same session; a second view of video-1 is not unique,
             # a first view of video-2 is.
-            _req(NOW + 10 * MIN, [_media("resume", position=42.5),
-                                  _media("view", position=0),
-                                  _media("view", "video-2"),
-                                  _media("watch_time", watch_time=61.25, position=103.75)],
-                 referrer=ORIGIN + "/home"),
+            _req(
+                NOW + 10 * MIN,
+                [
+                    _media("resume", position=42.5),
+                    _media("view", position=0),
+                    _media("view", "video-2"),
+                    _media("watch_time", watch_time=61.25, position=103.75),
+                ],
+                referrer=ORIGIN + "/home",
+            ),
             # Forty minutes of silence: a new session, same visitor.
             _req(NOW + 50 * MIN, [_media("abandon", position=120)], referrer=""),
             # Another device on the same IP is another visitor.
-            _req(NOW + 51 * MIN, [_media("view")], ua=IPHONE, cf={"country": "US", "city": "Austin"},
-                 url=ORIGIN + "/watch/video-1?utm_source=newsletter&x=1"),
+            _req(
+                NOW + 51 * MIN,
+                [_media("view")],
+                ua=IPHONE,
+                cf={"country": "US", "city": "Austin"},
+                url=ORIGIN + "/watch/video-1?utm_source=newsletter&x=1",
+            ),
             # Next day: a new salt, so the same browser counts as a new visitor again.
             _req(NOW + 24 * 60 * MIN, [_media("view")]),
             # Tablet and Linux classification; country XX (unknown) and T1 (Tor) are dropped.
-            _req(NOW + 24 * 60 * MIN + MIN, [_media("view", "video-3")], ua=ANDROID_TABLET,
-                 cf={"country": "XX"}, referrer="https://m.facebook.com/story.php?id=1"),
-            _req(NOW + 24 * 60 * MIN + 2 * MIN, [_media("view", "video-3")], ua=FIREFOX_LINUX,
-                 cf={"country": "T1", "city": "  "}, referrer="https://news.example.org/a?b=c"),
+            _req(
+                NOW + 24 * 60 * MIN + MIN,
+                [_media("view", "video-3")],
+                ua=ANDROID_TABLET,
+                cf={"country": "XX"},
+                referrer="https://m.facebook.com/story.php?id=1",
+            ),
+            _req(
+                NOW + 24 * 60 * MIN + 2 * MIN,
+                [_media("view", "video-3")],
+                ua=FIREFOX_LINUX,
+                cf={"country": "T1", "city": "  "},
+                referrer="https://news.example.org/a?b=c",
+            ),
         ],
     },
     "collect_rejections": {
         "salts": {"2026-11-25": "33" * 32},
         "requests": [
             # A browser can never write a purchase, an api_call or an enrichment field.
-            _req(NOW, [
-                {"type": "purchase", "amount_minor": 100, "currency": "EUR", "transaction_id": "t"},
-                {"type": "api_call", "method": "GET", "route": "/", "status_code": 200, "duration_ms": 1},
-                _media("view", country="FR", unique_view=True),
-                _media("view", age_ms=3600001),
-                _media("view", age_ms=-5),
-                _media("view", age_ms="soon"),
-                {"type": "view", "content_id": "-bad", "position": -1},
-                {"type": "view"},
-                "nope",
-                _media("view", "video-ok"),
-            ]),
+            _req(
+                NOW,
+                [
+                    {
+                        "type": "purchase",
+                        "amount_minor": 100,
+                        "currency": "EUR",
+                        "transaction_id": "t",
+                    },
+                    {
+                        "type": "api_call",
+                        "method": "GET",
+                        "route": "/",
+                        "status_code": 200,
+                        "duration_ms": 1,
+                    },
+                    _media("view", country="FR", unique_view=True),
+                    _media("view", age_ms=3600001),
+                    _media("view", age_ms=-5),
+                    _media("view", age_ms="soon"),
+                    {"type": "view", "content_id": "-bad", "position": -1},
+                    {"type": "view"},
+                    "nope",
+                    _media("view", "video-ok"),
+                ],
+            ),
             # Requests dropped or refused as a whole.
             _req(NOW, [_media("view")], headers={"dnt": "1"}),
             _req(NOW, [_media("view")], headers={"sec-gpc": "1"}),
@@ -289,14 +478,23 @@ COLLECT_CASES: dict[str, dict[str, Any]] = {
 def main() -> None:
     for name, events in BATCH_CASES.items():
         expect = run_batch_events(events)
-        data = {"description": f"POST /v1/batch events: {name}", "kind": "batch", "events": events,
-                "expect": expect}
+        data = {
+            "description": f"POST /v1/batch events: {name}",
+            "kind": "batch",
+            "events": events,
+            "expect": expect,
+        }
         (HERE / f"{name}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     for name, case in COLLECT_CASES.items():
         results = run_collect_requests(case["salts"], case["requests"])
         reqs = [{**req, "expect": res} for req, res in zip(case["requests"], results, strict=True)]
-        data = {"description": f"POST /v1/collect: {name}", "kind": "collect",
-                "allowed_origins": [ORIGIN], "salts": case["salts"], "requests": reqs}
+        data = {
+            "description": f"POST /v1/collect: {name}",
+            "kind": "collect",
+            "allowed_origins": [ORIGIN],
+            "salts": case["salts"],
+            "requests": reqs,
+        }
         (HERE / f"{name}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     print("vectors written")
 

@@ -3,7 +3,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { recorded, root, startWorker } from "./harness.mjs";
+import { gzipSync } from "node:zlib";
+import { here, recorded, root, startWorker } from "./harness.mjs";
 
 const ORIGIN = "https://app.example.com";
 const UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15";
@@ -135,6 +136,12 @@ test("the daily salt is random, kept in KV and expires within 48 hours", async (
   const seen = (await kv.list({ prefix: "seen:" })).keys;
   assert.ok(seen.length >= 1);
   for (const k of seen) assert.ok(k.expiration - Date.now() / 1000 <= 25 * 3600);
+});
+
+test("the tracker is small and the Python package ships the fresh build (npm run build refreshes it)", () => {
+  const built = readFileSync(join(here, "..", "dist", "tracker.js"));
+  assert.ok(gzipSync(built, { level: 9 }).length <= 2048, "tracker over 2 KB gzipped");
+  assert.equal(readFileSync(join(root, "src", "edgemetrics", "static", "tracker.js"), "utf8"), built.toString(), "src/edgemetrics/static/tracker.js is stale: run npm run build");
 });
 
 test("GET /tracker.js serves the built tracker, the same file the Python package ships", async () => {
