@@ -85,7 +85,8 @@ export async function validateAll(events: unknown[], now: number, check?: (e: Re
       continue;
     }
     try {
-      points.push(await encodeEvent(result.event));
+      const point = encodeEvent(result.event);
+      points.push(point instanceof Promise ? await point : point);
     } catch (err) {
       if (!(err instanceof LimitError)) throw err;
       rejected.push({ index: i, event_id: id, errors: [{ field: err.field, rule: err.rule, message: err.message }] });
