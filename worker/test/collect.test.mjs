@@ -152,3 +152,14 @@ test("GET /tracker.js serves the built tracker, the same file the Python package
   assert.equal(text, readFileSync(join(root, "src", "edgemetrics", "static", "tracker.js"), "utf8"));
   assert.ok(text.includes("sendBeacon"));
 });
+
+test("wrangler.toml binds every dataset of layout.json, the KV namespace and the queue", () => {
+  const toml = readFileSync(join(here, "..", "wrangler.toml"), "utf8");
+  const layout = JSON.parse(readFileSync(join(here, "..", "src", "layout.json"), "utf8"));
+  for (const { dataset } of Object.values(layout.families)) {
+    assert.match(toml, new RegExp(`binding = "${dataset.toUpperCase()}"\\ndataset = "${dataset}"`));
+  }
+  assert.match(toml, /\[\[kv_namespaces\]\]\nbinding = "EDGEMETRICS_STATE"/);
+  assert.match(toml, /\[\[queues.producers\]\]\nbinding = "EDGEMETRICS_QUEUE"\nqueue = "edgemetrics-batches"/);
+  assert.match(toml, /\[\[queues.consumers\]\]\nqueue = "edgemetrics-batches"\nmax_batch_size = 1/);
+});
