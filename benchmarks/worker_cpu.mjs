@@ -3,7 +3,7 @@
 // (json + parse_event + layout.encode for the same batch) measured in the same run.
 // Usage: cd worker && npm ci && node ../benchmarks/worker_cpu.mjs   (or: npm run bench)
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,7 +14,7 @@ const root = join(here, "..");
 const requireWorker = createRequire(join(root, "worker", "package.json"));
 const { build } = requireWorker("esbuild");
 const { Miniflare } = requireWorker("miniflare");
-const N = Number(process.env.BATCHES ?? 200);
+const N = Number(process.env.BATCHES ?? 500);
 
 const events = Array.from({ length: 250 }, (_, i) => ({
   type: ["view", "play_start", "pause", "watch_time", "complete"][i % 5],
@@ -54,14 +54,41 @@ const mf = new Miniflare({
   compatibilityDate: "2025-04-01",
   kvNamespaces: ["EDGEMETRICS_STATE"],
 });
-const run = async (n) => (await mf.dispatchFetch("http://bench/", { method: "POST", body: JSON.stringify({ events, n }) })).json();
-await run(20); // warm-up: JIT and key import
+await mf.ready;
+// workerd's own CPU time (user + system, from /proc), read around each run: unlike elapsed
+// time it does not grow when other processes share the cores.
+const workerdPids = () =>
+  readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("workerd") && readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")[1] === String(process.pid);
+      } catch {
+        return false;
+      }
+    });
+const [pid] = workerdPids();
+if (!pid) throw new Error("workerd process not found");
+const ticks = Number(execFileSync("getconf", ["CLK_TCK"]).toString());
+const cpuMs = () => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) / ticks) * 1000; // utime + stime
+};
+const run = async (n) => {
+  await mf.dispatchFetch("http://bench/prepare", { method: "POST", body: JSON.stringify({ events, n }) });
+  const before = cpuMs();
+  const result = await (await mf.dispatchFetch("http://bench/run")).json();
+  const cpu = (cpuMs() - before) / n;
+  if (result.writes !== n * 250) throw new Error(`not every event was written: ${result.writes}`);
+  return { cpu, elapsed: result.per_batch_ms };
+};
+await run(50); // warm-up: JIT and key import
 const results = [];
 for (let r = 0; r < 5; r++) results.push(await run(N));
 await mf.dispose();
-const perBatch = results.map((x) => x.per_batch_ms).sort((a, b) => a - b);
+const perBatch = results.map((x) => x.cpu).sort((a, b) => a - b);
 const median = perBatch[2];
-if (results.some((x) => x.writes !== N * 250)) throw new Error("not every event was written");
+const elapsedMedian = results.map((x) => x.elapsed).sort((a, b) => a - b)[2];
 
 const python = [join(root, ".venv", "bin", "python"), "python3"].find((p) => p === "python3" || existsSync(p));
 let peer = null;
@@ -80,10 +107,10 @@ def once():
 once()
 runs = []
 for _ in range(5):
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(20):
         once()
-    runs.append((time.perf_counter() - t0) / 20 * 1000)
+    runs.append((time.process_time() - t0) / 20 * 1000)
 print(sorted(runs)[2])
 `;
   peer = Number(execFileSync(python, ["-c", code], { input: JSON.stringify(events) }).toString().trim());
@@ -91,6 +118,6 @@ print(sorted(runs)[2])
   console.log(`python peer not measured: ${err.message.split("\n")[0]}`);
 }
 
-console.log(`worker /v1/batch, 250 events (gzip, HMAC, validate, encode, 250 writes) in workerd: ${median.toFixed(3)} ms CPU per batch (median of 5 runs x ${N} batches; runs ${perBatch.map((x) => x.toFixed(3)).join(", ")})`);
+console.log(`worker /v1/batch, 250 events (gzip, HMAC, validate, encode, 250 writes) in workerd: ${median.toFixed(3)} ms CPU per batch (workerd process CPU time, median of 5 runs x ${N} batches; runs ${perBatch.map((x) => x.toFixed(3)).join(", ")}; elapsed in the isolate ${elapsedMedian.toFixed(3)} ms)`);
 console.log(`goal 1 ms per batch: ratio ${(median / 1).toFixed(2)} (<= 1.00 meets the goal)`);
-if (peer !== null) console.log(`peer: python local path (gzip, HMAC, parse_event, layout.encode) ${peer.toFixed(3)} ms per batch; worker/python ratio ${(median / peer).toFixed(2)}`);
+if (peer !== null) console.log(`peer: python local path (gzip, HMAC, parse_event, layout.encode) ${peer.toFixed(3)} ms CPU per batch (process_time); worker/python ratio ${(median / peer).toFixed(2)}`);

@@ -197,7 +197,10 @@ interface FieldPlan {
 
 interface TypePlan {
   fields: FieldPlan[];
-  names: Set<string>;
+  byName: Map<string, FieldPlan>;
+  required: number;
+  /** Every field with its default: cloning it gives each output object its final shape. */
+  template: Normalized;
 }
 
 const PLANS = new Map<string, TypePlan>();
@@ -213,7 +216,9 @@ function plan(kind: string): TypePlan {
       fallback: (prop.default ?? null) as Normalized[string],
       check: compile(prop, schema),
     }));
-    p = { fields, names: new Set(fields.map((f) => f.name)) };
+    const template: Normalized = {};
+    for (const f of fields) template[f.name] = f.fallback;
+    p = { fields, byName: new Map(fields.map((f) => [f.name, f])), required: required.size, template };
     PLANS.set(kind, p);
   }
   return p;
@@ -243,7 +248,7 @@ export function validateEvent(input: unknown, nowMs: number): Validation {
     const known = Object.keys(LAYOUT.types).sort().join(", ");
     return { ok: false, errors: [{ field: "type", rule: "enum", message: `unknown event type ${JSON.stringify(kind)}; expected one of ${known}` }] };
   }
-  const { fields, names } = plan(kind as string);
+  const { fields, byName, required, template } = plan(kind as string);
   const errors: FieldError[] = [];
   let source: Record<string, Json> = data;
   if (kind === "api_call" && "duration_ms" in source) {
@@ -253,31 +258,33 @@ export function validateEvent(input: unknown, nowMs: number): Validation {
       if (source[bound] === undefined || source[bound] === null) source[bound] = source.duration_ms;
     }
   }
-  const out: Normalized = {};
-  const keys = Object.keys(source);
-  for (let i = 0; i < keys.length; i++) {
-    if (!names.has(keys[i])) errors.push({ field: keys[i], rule: "extra_forbidden", message: "Extra inputs are not permitted" });
-  }
-  for (let i = 0; i < fields.length; i++) {
-    const field = fields[i];
-    const name = field.name;
-    const value = source[name];
-    if (value === undefined) {
-      if (field.required) errors.push({ field: name, rule: "missing", message: "Field required" });
-      else if (name === "event_id") out[name] = randomHex32();
-      else if (name === "timestamp") out[name] = nowMs;
-      else out[name] = field.fallback;
+  // Defaults first, then the event's own fields in its key order (for-in over a JSON object
+  // takes V8's fast path; looking up 25 field names one by one does not).
+  const out: Normalized = { ...template };
+  let requiredSeen = 0;
+  for (const key in source) {
+    const field = byName.get(key);
+    if (field === undefined) {
+      errors.push({ field: key, rule: "extra_forbidden", message: "Extra inputs are not permitted" });
       continue;
     }
-    const result = field.check(value);
+    if (field.required) requiredSeen++;
+    const result = field.check(source[key]);
     if (result instanceof Invalid) {
-      errors.push({ field: name, rule: result.rule, message: result.message });
-    } else if (name === "currency" && typeof result === "string" && !CURRENCIES.has(result)) {
-      errors.push({ field: name, rule: "value_error", message: `Value error, '${result}' is not an ISO 4217 currency code` });
+      errors.push({ field: key, rule: result.rule, message: result.message });
+    } else if (key === "currency" && typeof result === "string" && !CURRENCIES.has(result)) {
+      errors.push({ field: key, rule: "value_error", message: `Value error, '${result}' is not an ISO 4217 currency code` });
     } else {
-      out[name] = result as Normalized[string];
+      out[key] = result as Normalized[string];
     }
   }
+  if (requiredSeen < required) {
+    for (const field of fields) {
+      if (field.required && !Object.hasOwn(source, field.name)) errors.push({ field: field.name, rule: "missing", message: "Field required" });
+    }
+  }
+  if (!Object.hasOwn(source, "event_id")) out.event_id = randomHex32();
+  if (!Object.hasOwn(source, "timestamp")) out.timestamp = nowMs;
   if (errors.length) return { ok: false, errors };
   return { ok: true, event: out };
 }
