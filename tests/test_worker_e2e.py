@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from vector_runner import errors_json, run_batch_events
 from worker_process import recorded_points, running_worker, signed_batch_request
 
 from edgemetrics.events import Event, Job, PlayStart, Purchase, Refund, View, parse_event
@@ -136,3 +139,105 @@ def test_replay_and_bad_signature_over_http(worker_url: str) -> None:
     response = httpx.post(worker_url + "v1/batch", content=forged, headers=forged_headers)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "bad_signature"
+
+
+# --- parity under generated input -------------------------------------------------------
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**13), max_value=10**13),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.sampled_from(
+        [
+            "",
+            " 5 ",
+            "5.0",
+            "1e3",
+            "yes",
+            "off",
+            "TRUE",
+            "inf",
+            "EUR",
+            "eur",
+            "XXY",
+            "video",
+            "2026-11-25T10:00:00Z",
+            "2026-11-25T10:00:00",
+            "2026-11-25 10:00:00.5+01:00",
+            "-bad",
+            "5.",
+            ".5",
+            "-5",
+            "99999999999999999",
+            "2026-02-30T10:00:00Z",
+            "2026-11-25T10:00Z",
+            "2026-11-25T10:00:00+2400",
+            "0000-01-01T00:00:00Z",
+            "2026-11-25T10:00:00.1234567Z",
+            "0050-03-01T00:00:00-03:30",
+            "a" * 65,
+            "ok-id",
+            "GET",
+            "é" * 70,
+        ]
+    ),
+    st.text(max_size=12),
+)
+_fields = st.sampled_from(
+    [
+        "content_id",
+        "creator_id",
+        "position",
+        "watch_time",
+        "authenticated",
+        "timestamp",
+        "currency",
+        "amount_minor",
+        "transaction_id",
+        "content_type",
+        "status_code",
+        "duration_ms",
+        "duration_min_ms",
+        "method",
+        "route",
+        "unique_view",
+        "country",
+        "city",
+        "retries",
+        "outcome",
+        "sample_rate",
+        "event_id",
+        "colour",
+    ]
+)
+_generated_events = st.builds(
+    lambda kind, fields: {"type": kind, "event_id": uuid.uuid4().hex, **fields},
+    st.sampled_from(["view", "watch_time", "purchase", "api_call", "job", "pipeline_health"]),
+    st.dictionaries(_fields, _values, max_size=6),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(events=st.lists(_generated_events, min_size=1, max_size=8))
+def test_worker_and_python_agree_on_generated_events(
+    worker_url: str, events: list[dict[str, Any]]
+) -> None:
+    """Random mixes of valid and invalid fields: same points, same rejections, both sides."""
+    for event in events:
+        event.setdefault("timestamp", "2026-11-25T10:00:00Z")
+    expected = run_batch_events(events)
+    body, headers = signed_batch_request(uuid.uuid4().hex, events, SECRET, compress=False)
+    recorded_points(worker_url)
+    response = httpx.post(worker_url + "v1/batch", content=body, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    got_rejected = [
+        {"index": r["index"], "errors": errors_json((e["field"], e["rule"]) for e in r["errors"])}
+        for r in answer["rejected"]
+    ]
+    assert got_rejected == expected["rejected"]
+    got_points = [_as_tuple(p) for p in recorded_points(worker_url)["points"]]
+    assert got_points == [_as_tuple(p) for p in expected["points"]]

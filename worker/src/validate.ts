@@ -39,7 +39,7 @@ export type Normalized = Record<string, string | number | boolean | null>;
 
 const TRUE_WORDS = new Set(["1", "on", "t", "true", "y", "yes"]);
 const FALSE_WORDS = new Set(["0", "off", "f", "false", "n", "no"]);
-const INT_TEXT = /^[+-]?\d+(?:\.0*)?$/;
+const INT_TEXT = /^[+-]?\d+(?:\.0+)?$/;
 const FLOAT_TEXT = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$|^[+-]?(?:inf|infinity)$/i;
 const DATETIME_TEXT =
   /^(\d{4})-(\d{2})-(\d{2})(?:[Tt _](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?([Zz]|[+-]\d{2}(?::?\d{2})?)?)?$/;
@@ -53,40 +53,50 @@ function resolve(schema: Schema, root: Schema): Schema {
   return schema;
 }
 
+const NUMERIC_TEXT = /^[+-]?(?:\d+\.?\d*|\.\d+)$/;
+const MIN_MS = -62135596800000; // 0001-01-01
+const MAX_MS = 253402300800000; // 10000-01-01
+
 function parseDatetime(value: Json): number | Invalid {
   if (typeof value === "number") {
     if (!Number.isFinite(value)) return new Invalid("datetime_type", "Input should be a valid datetime");
     // pydantic reads a number as Unix seconds, or milliseconds past 2e10.
-    const ms = Math.abs(value) > 2e10 ? value : value * 1000;
-    return Math.floor(ms);
+    const ms = Math.floor(Math.abs(value) > 2e10 ? value : value * 1000);
+    // Python's datetime spans the years 1 to 9999.
+    if (ms < MIN_MS || ms >= MAX_MS) return new Invalid("datetime_parsing", "Input should be a valid datetime, dates after 9999 are not supported as unix timestamps");
+    return ms;
   }
   if (typeof value !== "string") return new Invalid("datetime_type", "Input should be a valid datetime");
-  const m = DATETIME_TEXT.exec(value);
-  if (!m) return new Invalid("datetime_from_date_parsing", "Input should be a valid datetime or date");
-  const [, y, mo, d, h, mi, s, frac, zone] = m;
-  if (zone === undefined) return new Invalid("value_error", "Value error, must carry a time zone (naive datetimes are ambiguous)");
-  const fracMs = frac ? Math.floor(Number((frac + "000").slice(0, 3))) : 0;
-  let ms = Date.UTC(+y, +mo - 1, +d, +(h ?? 0), +(mi ?? 0), +(s ?? 0), fracMs);
-  if (Number.isNaN(ms) || +mo < 1 || +mo > 12 || +d < 1 || +d > 31 || +(h ?? 0) > 23 || +(mi ?? 0) > 59 || +(s ?? 0) > 59) {
-    return new Invalid("datetime_from_date_parsing", "Input should be a valid datetime or date");
+  const bad = new Invalid("datetime_from_date_parsing", "Input should be a valid datetime or date");
+  if (NUMERIC_TEXT.test(value)) {
+    // A number in a string is a Unix time too.
+    const n = Number(value);
+    const ms = Math.floor(Math.abs(n) > 2e10 ? n : n * 1000);
+    return ms < MIN_MS || ms >= MAX_MS ? bad : ms;
   }
+  const m = DATETIME_TEXT.exec(value);
+  if (!m) return bad;
+  const [, y, mo, d, h, mi, s, frac, zone] = m;
+  const hour = +(h ?? 0);
+  const minute = +(mi ?? 0);
+  const second = +(s ?? 0);
+  if (+y < 1) return new Invalid("datetime_parsing", "Input should be a valid datetime");
+  if (+mo < 1 || +mo > 12 || +d < 1 || hour > 23 || minute > 59 || second > 59) return bad;
+  const day = new Date(Date.UTC(2000, +mo - 1, +d));
+  day.setUTCFullYear(+y);
+  if (day.getUTCDate() !== +d) return bad; // e.g. February 30
+  if (zone === undefined) return new Invalid("value_error", "Value error, must carry a time zone (naive datetimes are ambiguous)");
+  const fracMs = frac ? Number((frac + "00").slice(0, 3)) : 0;
+  let ms = day.getTime() + ((hour * 60 + minute) * 60 + second) * 1000 + fracMs;
   if (zone !== "Z" && zone !== "z") {
     const sign = zone[0] === "-" ? -1 : 1;
     const digits = zone.slice(1).replace(":", "");
-    const offset = (+digits.slice(0, 2) * 60 + +(digits.slice(2, 4) || "0")) * 60000;
-    ms -= sign * offset;
+    const offsetHours = +digits.slice(0, 2);
+    const offsetMinutes = +(digits.slice(2, 4) || "0");
+    if (offsetHours > 23 || offsetMinutes > 59) return bad;
+    ms -= sign * (offsetHours * 60 + offsetMinutes) * 60000;
   }
   return ms;
-}
-
-function checkNumber(n: number, schema: Schema): number | Invalid {
-  if (schema.minimum !== undefined && !(n >= schema.minimum)) {
-    return new Invalid("greater_than_equal", `Input should be greater than or equal to ${schema.minimum}`);
-  }
-  if (schema.maximum !== undefined && !(n <= schema.maximum)) {
-    return new Invalid("less_than_equal", `Input should be less than or equal to ${schema.maximum}`);
-  }
-  return n;
 }
 
 /** Code points in a string (what pydantic's length limits count), without allocating. */
@@ -142,6 +152,8 @@ function compile(schema: Schema, root: Schema): Check {
       return (value) => {
         if (typeof value === "number") {
           if (!Number.isInteger(value)) return new Invalid("int_from_float", "Input should be a valid integer, got a number with a fractional part");
+          // pydantic converts a float to a 64-bit integer first.
+          if (value >= 2 ** 63 || value < -(2 ** 63)) return new Invalid("int_parsing_size", "Unable to parse input string as an integer, exceeded maximum size");
           return bounds(value);
         }
         if (typeof value === "boolean") return bounds(value ? 1 : 0);
@@ -168,7 +180,7 @@ function compile(schema: Schema, root: Schema): Check {
         if (typeof value === "boolean") return value;
         if (typeof value === "number") {
           if (value === 0 || value === 1) return value === 1;
-          return Number.isInteger(value)
+          return Number.isInteger(value) && value < 2 ** 63 && value >= -(2 ** 63)
             ? new Invalid("bool_parsing", "Input should be a valid boolean, unable to interpret input")
             : new Invalid("bool_type", "Input should be a valid boolean");
         }
