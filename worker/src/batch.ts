@@ -181,7 +181,12 @@ export async function handleBatch(request: Request, env: Env, inv: Invocation): 
     for (const message of chunk(points)) await env.EDGEMETRICS_QUEUE.send(message);
   }
   rememberLocally(batchId);
-  await env.EDGEMETRICS_STATE.put(`batch:${batchId}`, "1", { expirationTtl: REPLAY_TTL_S });
+  try {
+    await env.EDGEMETRICS_STATE.put(`batch:${batchId}`, "1", { expirationTtl: REPLAY_TTL_S });
+  } catch (err) {
+    // The events are written: answer success, or the sender would resend them all.
+    console.warn("edgemetrics: batch id not recorded in KV", err);
+  }
   countHealth(events.length, points.length, rejected.length);
   return json({ batch_id: batchId, accepted: points.length, rejected, duplicate: false }, status);
 }

@@ -49,8 +49,13 @@ async function dailySalt(env: Env, now: number): Promise<string> {
   if (salt === null) {
     const bytes = crypto.getRandomValues(new Uint8Array(32));
     salt = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-    // Deleted by KV after 48 h: once gone, that day's hashes can never be recomputed.
-    await env.EDGEMETRICS_STATE.put(key, salt, { expirationTtl: SALT_TTL_S });
+    // Deleted by KV after 48 h: once gone, that day's hashes can never be recomputed. If the
+    // write is refused this isolate still uses its salt (other isolates may make their own).
+    try {
+      await env.EDGEMETRICS_STATE.put(key, salt, { expirationTtl: SALT_TTL_S });
+    } catch (err) {
+      console.warn("edgemetrics: daily salt not saved", err);
+    }
   }
   salts.clear();
   salts.set(day, salt);
@@ -173,10 +178,15 @@ export async function handleCollect(request: Request, env: Env, inv: Invocation,
         rejected.push({ index, event_id: event.event_id as string, errors: [{ field: err.field, rule: err.rule, message: err.message }] });
       }
     }
-    // Kept until the end of the salt's day: after that the visitor hash cannot recur.
-    const ttl = Math.max(60, Math.ceil((86400000 - (inv.now % 86400000)) / 1000) + 3600);
-    await env.EDGEMETRICS_STATE.put(key, JSON.stringify(state), { expirationTtl: ttl });
     writePoints(env, inv, points);
+    // Kept until the end of the salt's day: after that the visitor hash cannot recur. KV takes
+    // one write per second per key: a refused write costs uniqueness precision, never events.
+    const ttl = Math.max(60, Math.ceil((86400000 - (inv.now % 86400000)) / 1000) + 3600);
+    try {
+      await env.EDGEMETRICS_STATE.put(key, JSON.stringify(state), { expirationTtl: ttl });
+    } catch (err) {
+      console.warn("edgemetrics: visitor state not saved", err);
+    }
   }
   rejected.sort((a, b) => a.index - b.index);
   countHealth(body.events.length, points.length, rejected.length);

@@ -174,3 +174,11 @@ test("the Worker reports its own health as a pipeline_health point", async () =>
     await healthy.dispose();
   }
 });
+
+test("when KV refuses the batch-id record the batch is still accepted and written", async () => {
+  await recorded(mf);
+  const res = await postBatch(mf, { batch_id: batchId(), events: [view(77)] }, { headers: { "x-test-kv-put-fails": "1" } });
+  assert.equal(res.status, 200);
+  assert.equal(res.body.accepted, 1);
+  assert.equal((await recorded(mf)).points.length, 1);
+});

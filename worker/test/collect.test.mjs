@@ -125,6 +125,14 @@ test("enrichment: geo from request.cf, UA labels, referrer source; the IP, UA an
   }
 });
 
+test("when KV refuses a write the events are still written (only uniqueness precision suffers)", async () => {
+  await recorded(mf);
+  const res = await send([view("kv-1")], { "x-test-kv-put-fails": "1" });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).accepted, 1);
+  assert.equal((await recorded(mf)).points.length, 1);
+});
+
 test("the daily salt is random, kept in KV and expires within 48 hours", async () => {
   const kv = await mf.getKVNamespace("EDGEMETRICS_STATE");
   const { keys } = await kv.list({ prefix: "salt:" });

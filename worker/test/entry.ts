@@ -44,7 +44,18 @@ export default {
       return new Response(body, { headers: { "content-type": "application/json" } });
     }
     const now = request.headers.get("x-test-now");
-    return handleFetch(request, recordingEnv(env, "fetch"), ctx, now ? { now: Number(now) } : {});
+    const wrapped = recordingEnv(env, "fetch");
+    if (request.headers.get("x-test-kv-put-fails") === "1") {
+      // KV refusing writes (e.g. its one-write-per-second-per-key limit).
+      const kv = env.EDGEMETRICS_STATE;
+      wrapped.EDGEMETRICS_STATE = {
+        get: kv.get.bind(kv),
+        put: async () => {
+          throw new Error("KV PUT failed: 429 Too Many Requests");
+        },
+      } as unknown as KVNamespace;
+    }
+    return handleFetch(request, wrapped, ctx, now ? { now: Number(now) } : {});
   },
   queue(batch: MessageBatch<QueueMessage>, env: Env): Promise<void> {
     return handleQueue(batch, recordingEnv(env, "queue"));
