@@ -121,7 +121,13 @@ export async function handleBatch(request: Request, env: Env, inv: Invocation): 
   }
   const length = Number(request.headers.get("content-length") ?? "0");
   if (length > MAX_BODY) return errorResponse(413, "too_large", `body is ${length} bytes; the limit is ${MAX_BODY}`);
-  const body = request.body ? await readLimited(request.body, MAX_BODY) : new Uint8Array();
+  // A declared length within the limit is read natively in one piece; otherwise stream with a cap.
+  const body = !request.body
+    ? new Uint8Array()
+    : length > 0
+      ? new Uint8Array(await request.arrayBuffer())
+      : await readLimited(request.body, MAX_BODY);
+  if (body !== null && body.length > MAX_BODY) return errorResponse(413, "too_large", `body is over the ${MAX_BODY}-byte limit`);
   if (body === null) return errorResponse(413, "too_large", `body is over the ${MAX_BODY}-byte limit`);
 
   const stamp = request.headers.get("x-edgemetrics-timestamp");

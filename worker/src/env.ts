@@ -28,8 +28,15 @@ export interface Invocation {
   written: number;
 }
 
+const BINDING_NAMES = new Map<string, string>();
+
 export function dataset(env: Env, name: string): AnalyticsEngineDataset {
-  const binding = (env as unknown as Record<string, AnalyticsEngineDataset | undefined>)[name.toUpperCase()];
+  let bindingName = BINDING_NAMES.get(name);
+  if (bindingName === undefined) {
+    bindingName = name.toUpperCase();
+    BINDING_NAMES.set(name, bindingName);
+  }
+  const binding = (env as unknown as Record<string, AnalyticsEngineDataset | undefined>)[bindingName];
   if (!binding) throw new Error(`no Analytics Engine binding ${name.toUpperCase()} for dataset ${name}`);
   return binding;
 }

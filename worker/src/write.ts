@@ -10,8 +10,14 @@ export function writePoints(env: Env, inv: Invocation, points: Point[]): void {
   if (inv.written + points.length > MAX_POINTS) {
     throw new Error(`refusing to write ${points.length} points: ${inv.written} already written in this invocation`);
   }
+  let name = "";
+  let binding: AnalyticsEngineDataset | null = null;
   for (const p of points) {
-    dataset(env, p.dataset).writeDataPoint({ indexes: [p.index1], blobs: p.blobs, doubles: p.doubles });
+    if (p.dataset !== name) {
+      name = p.dataset;
+      binding = dataset(env, name);
+    }
+    (binding as AnalyticsEngineDataset).writeDataPoint({ indexes: [p.index1], blobs: p.blobs, doubles: p.doubles });
     inv.written++;
   }
 }
