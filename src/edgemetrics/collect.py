@@ -211,6 +211,16 @@ def collect_events(
 
     The caller has checked the origin, DNT/GPC, bots and sizes. Rejections are
     ``{"index", "event_id", "errors": [{"field", "rule", "message"}]}`` as the Worker gives.
+
+    >>> points, rejected = collect_events(
+    ...     {"events": [{"type": "view", "content_id": "v1"}, {"type": "purchase"}]},
+    ...     origin="https://a.example", user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+    ...     ip="192.0.2.1", country="DE", city=None, now_ms=1_795_600_000_000,
+    ...     visitors=MemoryVisitorStore())
+    >>> [(p.blobs[0], p.blobs[6], p.doubles[6]) for p in points]
+    [('view', 'DE', 1.0)]
+    >>> rejected[0]["errors"][0]["rule"]
+    'browser_type'
     """
     events: list[Any] = body["events"]
     page_url = _short_text(body.get("url"))

@@ -300,7 +300,11 @@ def session_id(visitor: str, session_start_ms: int) -> str:
 
 @dataclass
 class VisitorState:
-    """What is remembered about one visitor hash for the day (never the IP or UA)."""
+    """What is remembered about one visitor hash for the day (never the IP or UA).
+
+    >>> VisitorState.from_json(VisitorState(1, 2, ["c1"]).to_json())
+    VisitorState(session_start=1, last_seen=2, viewed=['c1'])
+    """
 
     session_start: int
     last_seen: int
@@ -403,7 +407,11 @@ class MemoryVisitorStore:
 
 
 def export() -> dict[str, Any]:
-    """The rule tables as JSON data for the Worker."""
+    """The rule tables as JSON data for the Worker.
+
+    >>> export()["session_timeout_ms"]
+    1800000
+    """
     return {
         "bot_pattern": BOT_PATTERN,
         "browsers": [list(rule) for rule in BROWSERS],
@@ -419,6 +427,11 @@ def export() -> dict[str, Any]:
 
 
 def export_json() -> str:
+    """The text of ``worker/src/enrich.json``.
+
+    >>> json.loads(export_json())["referrer_hosts"]["t.co"]
+    'X'
+    """
     return json.dumps(export(), indent=2, sort_keys=True) + "\n"
 
 
