@@ -52,6 +52,7 @@ const mf = new Miniflare({
   modules: true,
   script: bundle.outputFiles[0].text,
   compatibilityDate: "2025-04-01",
+  cf: false,
   kvNamespaces: ["EDGEMETRICS_STATE"],
 });
 await mf.ready;

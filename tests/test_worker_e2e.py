@@ -6,6 +6,7 @@ events and what the embedded store holds after the local path stores them.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -15,9 +16,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vector_runner import errors_json, run_batch_events
+from vector_runner import errors_json, run_batch_events, run_collect_requests
 from worker_process import recorded_points, running_worker, signed_batch_request
 
+from edgemetrics.enrich import salt_day
 from edgemetrics.events import Event, Job, PlayStart, Purchase, Refund, View, parse_event
 from edgemetrics.layout import encode, point_from_row
 from edgemetrics.store import DATASETS, EmbeddedStore
@@ -241,3 +243,118 @@ def test_worker_and_python_agree_on_generated_events(
     assert got_rejected == expected["rejected"]
     got_points = [_as_tuple(p) for p in recorded_points(worker_url)["points"]]
     assert got_points == [_as_tuple(p) for p in expected["points"]]
+
+
+_browser_events = st.builds(
+    lambda kind, fields: {"type": kind, **fields},
+    st.sampled_from(["view", "play_start", "pause", "watch_time", "abandon", "purchase"]),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "content_id",
+                "creator_id",
+                "content_type",
+                "position",
+                "watch_time",
+                "age_ms",
+                "timezone",
+                "country",
+                "media_duration",
+            ]
+        ),
+        st.one_of(
+            st.sampled_from(["v1", "v2", "c9", "video", "audio", "Europe/Berlin", "-x", "DE"]),
+            st.integers(min_value=-5, max_value=4_000_000),
+            st.floats(min_value=-1, max_value=1e6, allow_nan=False),
+            st.none(),
+        ),
+        max_size=5,
+    ),
+)
+_user_agents = st.sampled_from(
+    [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/126.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        "curl/8.0",
+    ]
+)
+_referrers = st.sampled_from(
+    [
+        "",
+        "https://www.google.fr/",
+        "https://app.example.com/x",
+        "https://l.facebook.com/",
+        "ftp://a",
+        "https://blog.example.org/p?q=1",
+    ]
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.lists(_browser_events, min_size=1, max_size=6),
+            _user_agents,
+            _referrers,
+            st.integers(min_value=0, max_value=3 * 3600 * 1000),
+            st.sampled_from(["", "?utm_source=mail"]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_worker_and_python_agree_on_generated_browser_requests(
+    worker_url: str, requests: list[tuple[list[dict[str, Any]], str, str, int, str]]
+) -> None:
+    """Same browser requests to the Worker's and Python's /v1/collect: same points."""
+    salt = uuid.uuid4().hex * 2
+    ip = f"198.51.100.{len(requests)}"
+    # A fresh UTC day per example: the Worker caches a day's salt in its isolate, so each
+    # example seeds the salt of a day no earlier example touched.
+    day_start = (20_000 + uuid.uuid4().int % 20_000) * 86_400_000
+    base = day_start + 3600_000
+    day = salt_day(base)
+    seeded = httpx.put(worker_url + f"__test/kv?key=salt:{day}", content=salt)
+    assert seeded.status_code == 204
+    vector_requests = []
+    now = base
+    for events, ua, referrer, gap, query in requests:
+        now += gap
+        if now >= day_start + 86_400_000:  # stay inside the seeded salt's day
+            break
+        body = json.dumps(
+            {"events": events, "url": "https://app.example.com/w" + query, "referrer": referrer}
+        )
+        vector_requests.append(
+            {
+                "now": now,
+                "ip": ip,
+                # Over HTTP Miniflare gives every request its sample request.cf.
+                "cf": {"country": "US", "city": "Austin"},
+                "headers": {"origin": "https://app.example.com", "user-agent": ua},
+                "body": body,
+            }
+        )
+    expected = run_collect_requests({day: salt}, vector_requests)
+    recorded_points(worker_url)
+    for req, want in zip(vector_requests, expected, strict=True):
+        headers = {**req["headers"], "cf-connecting-ip": ip, "x-test-now": str(req["now"])}
+        response = httpx.post(worker_url + "v1/collect", content=req["body"], headers=headers)
+        assert response.status_code == want["status"], response.text
+        got = recorded_points(worker_url)["points"]
+        assert [_as_tuple(p) for p in got] == [_as_tuple(p) for p in want["points"]]
+        if response.status_code == 200:
+            rejected = [
+                {
+                    "index": r["index"],
+                    "errors": errors_json((e["field"], e["rule"]) for e in r["errors"]),
+                }
+                for r in response.json()["rejected"]
+            ]
+            assert rejected == want["rejected"]

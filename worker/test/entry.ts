@@ -1,6 +1,7 @@
 // Test entry for Miniflare: the real Worker with recording Analytics Engine bindings
 // (Miniflare's own AE binding discards writes) and a pinned clock per request.
-// GET /__test/points returns what was recorded and how many points each invocation wrote.
+// GET /__test/points returns what was recorded and how many points each invocation wrote;
+// PUT /__test/kv?key=K seeds KV.
 import { handleFetch, handleQueue } from "../src/index";
 import type { Env, QueueMessage } from "../src/env";
 
@@ -42,6 +43,11 @@ export default {
         invocations = [];
       }
       return new Response(body, { headers: { "content-type": "application/json" } });
+    }
+    if (url.pathname === "/__test/kv" && request.method === "PUT") {
+      // Seed KV (e.g. a known daily salt) from tests that reach the Worker over HTTP.
+      await env.EDGEMETRICS_STATE.put(url.searchParams.get("key") as string, await request.text());
+      return new Response(null, { status: 204 });
     }
     const now = request.headers.get("x-test-now");
     const wrapped = recordingEnv(env, "fetch");

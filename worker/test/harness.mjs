@@ -14,6 +14,9 @@ export async function startWorker({ allowedOrigins = "https://app.example.com", 
     modules: true,
     scriptPath: join(here, "..", "dist", "test-worker.js"),
     compatibilityDate: "2025-04-01",
+    // Never fetch Cloudflare's sample request.cf over the network: Miniflare's built-in
+    // sample (country US, city Austin) is used where a test does not pass its own.
+    cf: false,
     kvNamespaces: ["EDGEMETRICS_STATE"],
     ...(kvPersist ? { kvPersist } : {}),
     queueProducers: { EDGEMETRICS_QUEUE: { queueName: "edgemetrics-batches" } },
