@@ -217,6 +217,24 @@ BATCH_CASES: dict[str, list[Any]] = {
             "authenticated": "TRUE",
         },
     ],
+    "batch_timestamps": [
+        # The Worker parses the exporter's canonical form without a regex; these pin both paths.
+        {"type": "view", "event_id": EID[60], "content_id": "v", "timestamp": ts}
+        for ts in (
+            "2024-02-29T23:59:59.9Z",
+            "2026-11-25T10:00:00.12Z",
+            "2026-11-25T10:00:00.123456789Z",
+            "2026-11-25T10:00:00+00:00",
+            "2026-11-25t10:00:00z",
+            "0099-12-31T23:59:59Z",
+            "1969-12-31T23:59:59.999Z",
+            "2025-02-29T00:00:00Z",
+            "2026-11-25T10:00:00.Z",
+            "2026-11-25T10:00:00.5",
+            "1795600000.5",
+            -1.5,
+        )
+    ],
     "batch_rejections": [
         {"type": "view", "event_id": EID[30], "timestamp": T0},
         {"type": "view", "event_id": EID[31], "timestamp": T0, "content_id": "v", "colour": "red"},

@@ -57,7 +57,54 @@ const NUMERIC_TEXT = /^[+-]?(?:\d+\.?\d*|\.\d+)$/;
 const MIN_MS = -62135596800000; // 0001-01-01
 const MAX_MS = 253402300800000; // 10000-01-01
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+function digits(s: string, from: number, count: number): number {
+  let n = 0;
+  for (let i = from; i < from + count; i++) {
+    const c = s.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return -1;
+    n = n * 10 + c;
+  }
+  return n;
+}
+
+/**
+ * The common shape, `YYYY-MM-DDTHH:MM:SS[.fff...]` + `Z` or `+00:00`, as the exporter sends it,
+ * parsed without a regex; -1 when the text is anything else (the general parser decides).
+ */
+function fastUtc(s: string): number {
+  const n = s.length;
+  if (n < 20 || s.charCodeAt(4) !== 45 || s.charCodeAt(7) !== 45 || s.charCodeAt(10) !== 84 || s.charCodeAt(13) !== 58 || s.charCodeAt(16) !== 58) return -1;
+  let end = n;
+  if (s.charCodeAt(n - 1) === 90) end = n - 1;
+  else if (s.endsWith("+00:00")) end = n - 6;
+  else return -1;
+  const y = digits(s, 0, 4);
+  const mo = digits(s, 5, 2);
+  const d = digits(s, 8, 2);
+  const h = digits(s, 11, 2);
+  const mi = digits(s, 14, 2);
+  const sec = digits(s, 17, 2);
+  if (y < 1 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 || sec > 59) return -1;
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+  if (d > (mo === 2 && leap ? 29 : DAYS_IN_MONTH[mo - 1])) return -1;
+  let ms = 0;
+  if (end > 19) {
+    if (s.charCodeAt(19) !== 46 || end === 20) return -1;
+    const frac = digits(s, 20, Math.min(3, end - 20));
+    if (frac < 0 || (end > 23 && digits(s, 23, end - 23) < 0)) return -1;
+    ms = end - 20 >= 3 ? frac : frac * (end - 20 === 1 ? 100 : 10);
+  }
+  if (y < 100) return -1; // Date.UTC reads years 0-99 as 1900-1999: the general path handles them
+  return Date.UTC(y, mo - 1, d, h, mi, sec, ms);
+}
+
 function parseDatetime(value: Json): number | Invalid {
+  if (typeof value === "string") {
+    const fast = fastUtc(value);
+    if (fast !== -1) return fast;
+  }
   if (typeof value === "number") {
     if (!Number.isFinite(value)) return new Invalid("datetime_type", "Input should be a valid datetime");
     // pydantic reads a number as Unix seconds, or milliseconds past 2e10.
