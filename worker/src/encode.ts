@@ -81,12 +81,15 @@ function plan(type: string): Plan {
 export function encodeEvent(event: Normalized): Point | Promise<Point> {
   const p = plan(event.type as string);
   const blobs: string[] = [];
-  let bytes = 0;
+  let units = 0;
   for (const name of p.blobs) {
     const text = name === null ? "" : blobText(event[name]);
-    bytes += utf8Length(text);
+    units += text.length;
     blobs.push(text);
   }
+  // UTF-8 takes at most 3 bytes per UTF-16 unit: count bytes only when that bound is over.
+  let bytes = 0;
+  if (units * 3 > LAYOUT.limits.blob_bytes) for (const text of blobs) bytes += utf8Length(text);
   if (bytes > LAYOUT.limits.blob_bytes) {
     throw new LimitError("event", "blob_bytes", `${event.type}: blobs total ${bytes} bytes, over AE's ${LAYOUT.limits.blob_bytes}-byte limit`);
   }
@@ -98,6 +101,6 @@ export function encodeEvent(event: Normalized): Point | Promise<Point> {
     else doubles.push(Number(event[name] ?? 0));
   }
   const index1 = p.index.map((part) => ("field" in part ? blobText(event[part.field]) : part.literal)).join(" ");
-  if (utf8Length(index1) <= LAYOUT.limits.index_bytes) return { dataset: p.dataset, index1, blobs, doubles };
+  if (index1.length * 3 <= LAYOUT.limits.index_bytes || utf8Length(index1) <= LAYOUT.limits.index_bytes) return { dataset: p.dataset, index1, blobs, doubles };
   return hashedIndex(index1).then((hashed) => ({ dataset: p.dataset, index1: hashed, blobs, doubles }));
 }

@@ -184,7 +184,9 @@ function compile(schema: Schema, root: Schema): Check {
       const pattern = schema.pattern !== undefined ? regex(schema.pattern) : null;
       return (value) => {
         if (typeof value !== "string") return new Invalid("string_type", "Input should be a valid string");
-        if (minLength !== undefined || maxLength !== undefined) {
+        // A string has between length/2 and length code points: count them only when the
+        // UTF-16 length alone cannot settle the limits.
+        if ((maxLength !== undefined && value.length > maxLength) || (minLength !== undefined && value.length < 2 * minLength)) {
           const length = codePoints(value);
           if (minLength !== undefined && length < minLength) {
             return new Invalid("string_too_short", `String should have at least ${minLength} character${minLength === 1 ? "" : "s"}`);
