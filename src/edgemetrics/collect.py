@@ -302,7 +302,22 @@ def routes(store: PointWriter, settings: CollectSettings) -> list[Route]:
     """The browser routes, ready to mount: ``POST /v1/collect`` and ``GET /tracker.js``.
 
     ``store`` is anything with ``write(points)``: the embedded store in the local collector.
-    (Example in the module docstring.)
+
+    >>> from starlette.applications import Starlette
+    >>> from starlette.testclient import TestClient
+    >>> class Points(list):
+    ...     def write(self, points): self.extend(points); return len(points)
+    >>> store = Points()
+    >>> settings = CollectSettings(allowed_origins=("https://a.example",))
+    >>> client = TestClient(Starlette(routes=routes(store, settings)))
+    >>> client.post(
+    ...     "/v1/collect",
+    ...     content='{"events": [{"type": "view", "content_id": "v"}]}',
+    ...     headers={"origin": "https://a.example", "user-agent": "Mozilla/5.0 Firefox/128.0"},
+    ... ).json()
+    {'accepted': 1, 'rejected': []}
+    >>> store[0].blobs[:2]
+    ('view', 'v')
     """
 
     async def collect(request: Request) -> Response:
