@@ -36,6 +36,7 @@ __all__ = [
     "parse_event",
     "shutdown",
     "track",
+    "track_durable",
 ]
 
 _client: Client | None = None
@@ -43,17 +44,31 @@ _lock = threading.Lock()
 
 
 def configure(
-    *, sink: Sink | None = None, store_path: str | Path | None = None, **options: Any
+    *,
+    sink: Sink | None = None,
+    store_path: str | Path | None = None,
+    url: str | None = None,
+    secret: str | None = None,
+    **options: Any,
 ) -> Client:
-    """Set up the process-wide client. Give a ``sink``, or ``store_path`` for the embedded store.
+    """Set up the process-wide client.
 
-    Options go to :class:`edgemetrics.client.Client` (``flush_interval``, ``max_batch``, ...).
-    Calling it again replaces the client after flushing the old one.
+    Give a ``sink``; or ``url`` and ``secret`` to ship to the Worker or the local collector
+    (``edgemetrics serve``); or ``store_path`` to write the embedded store in-process.
+    Options go to :class:`edgemetrics.client.Client` (``flush_interval``, ``max_batch``,
+    ``spool`` (a directory), ...). Calling it again replaces the client after flushing the
+    old one.
     """
     global _client
+    if sink is None and url is not None:
+        from edgemetrics.http_sink import HttpSink
+
+        if secret is None:
+            raise ValueError("configure: url= needs secret= (the shared signing secret)")
+        sink = HttpSink(url, secret=secret)
     if sink is None:
         if store_path is None:
-            raise ValueError("configure: give sink= or store_path=")
+            raise ValueError("configure: give sink=, url= and secret=, or store_path=")
         from edgemetrics.sinks import StoreSink
         from edgemetrics.store import EmbeddedStore
 
@@ -77,6 +92,20 @@ def track(event: Event) -> None:
         client.track(event)
     elif not isinstance(event, Event):
         raise TypeError(f"event: expected an edgemetrics event model, got {type(event).__name__}")
+
+
+def track_durable(event: Event) -> bool:
+    """Record an event that must survive a crash (purchases, refunds).
+
+    With a spool configured, the event is fsynced to it before this returns (True);
+    otherwise it is queued like :func:`track` (False). A no-op until :func:`configure`.
+    """
+    client = _client
+    if client is not None:
+        return client.track_durable(event)
+    if not isinstance(event, Event):
+        raise TypeError(f"event: expected an edgemetrics event model, got {type(event).__name__}")
+    return False
 
 
 def flush(timeout: float = 10.0) -> bool:

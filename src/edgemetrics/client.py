@@ -1,9 +1,11 @@
 """The capture pipeline: ``track()`` appends to a buffer; one exporter thread ships batches.
 
 The caller's thread does no I/O and no serialisation: ``track`` checks the event's type
-and appends to a deque. The exporter thread wakes every ``flush_interval`` seconds (or
-sooner when a full batch is waiting), takes up to ``max_batch`` events and hands them to
-the sink. When the sink fails, the batch goes to the ``on_failure`` hook (the spool).
+and appends to a deque. The exporter thread (:mod:`edgemetrics.exporter`) batches,
+serialises, signs and ships; batches the sink does not take go to the disk spool
+(:mod:`edgemetrics.spool`) when one is configured. ``track_durable`` is the one call that
+does I/O on the caller's thread, on purpose: a purchase is fsynced to the spool before it
+returns.
 
 >>> from edgemetrics.sinks import MemorySink
 >>> from edgemetrics.events import View
@@ -20,54 +22,50 @@ True
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
+import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from edgemetrics.events import Event
+from edgemetrics.batch import Batch, BatchRejected, Sink, SinkError, new_batch_id
+from edgemetrics.events import Event, PipelineHealth
+from edgemetrics.exporter import Exporter, RetryPolicy
+from edgemetrics.selfmon import Counters, health_event
+from edgemetrics.spool import Spool, SpoolError
+from edgemetrics.wire import encode_body, gzip_body
+
+__all__ = [
+    "Batch",
+    "BatchRejected",
+    "Client",
+    "Counters",
+    "FailureHook",
+    "RetryPolicy",
+    "Sink",
+    "SinkError",
+]
 
 log = logging.getLogger("edgemetrics")
 
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Events shipped together. ``batch_id`` is stable across retries."""
-
-    events: Sequence[Event]
-    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-
-class Sink(Protocol):
-    """Where batches go: the Worker over HTTPS, the local collector, or the store itself.
-
-    ``write`` returns once the sink accepted the batch and raises when it did not.
-    """
-
-    def write(self, batch: Batch) -> None: ...
-
-    def close(self) -> None: ...
-
-
 FailureHook = Callable[[Batch, BaseException], None]
 
-
-@dataclass
-class Counters:
-    """What the pipeline did, for self-monitoring."""
-
-    tracked: int = 0
-    exported: int = 0
-    dropped_buffer_full: int = 0
-    failed_batches: int = 0
-    batches: int = 0
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+# Handles inherited from the parent across fork are kept referenced, never closed: closing
+# them in the child could disturb the parent's SQLite locks or sockets.
+_inherited: list[Any] = []
 
 
 class Client:
-    """One per process: a bounded buffer and the exporter thread that drains it."""
+    """One per process: a bounded buffer and the exporter thread that drains it.
+
+    ``spool`` is a directory (or a :class:`~edgemetrics.spool.Spool`); without one, a
+    failed batch is retried in memory and then handed to ``on_failure`` or dropped
+    (counted).
+    """
 
     def __init__(
         self,
@@ -75,99 +73,160 @@ class Client:
         *,
         flush_interval: float = 5.0,
         max_batch: int = 250,
+        max_batch_bytes: int = 512 * 1024,
         max_buffer: int = 100_000,
+        spool: Spool | str | Path | None = None,
         on_failure: FailureHook | None = None,
+        retry: RetryPolicy | None = None,
+        health_interval: float | None = 60.0,
+        source: str = "exporter",
     ) -> None:
         if not 1 <= max_batch <= 250:
             raise ValueError("max_batch: must be between 1 and 250 (AE's per-invocation limit)")
         if flush_interval <= 0:
             raise ValueError("flush_interval: must be positive")
+        if max_buffer < 1:
+            raise ValueError("max_buffer: must be at least 1")
         self.sink = sink
         self.flush_interval = flush_interval
         self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
         self.max_buffer = max_buffer
         self.on_failure = on_failure
+        self.retry = retry or RetryPolicy()
+        self.health_interval = health_interval
+        self.source = source
+        self.spool = spool if isinstance(spool, Spool) or spool is None else Spool(spool)
         self.counters = Counters()
-        self._buffer: deque[Event] = deque()
-        self._wake = threading.Event()
-        self._idle = threading.Condition()
-        self._in_flight = 0
+        self._pid = os.getpid()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="edgemetrics-exporter", daemon=True)
-        self._thread.start()
+        self._start()
+        _clients.add(self)
+
+    def _start(self) -> None:
+        self._buffer: deque[Event] = deque()
+        self._exporter = Exporter(self)
+        self._exporter.start()
+
+    # --- the hot path ------------------------------------------------------------
 
     def track(self, event: Event) -> None:
-        """Queue one event; never blocks, never does I/O."""
+        """Queue one event; never blocks, never does I/O.
+
+        A malformed event cannot reach here: the event model validated it when it was
+        built (``View(position=-1)`` raises ``InvalidEvent`` naming the field).
+        """
         if not isinstance(event, Event):
-            raise TypeError(
-                f"event: expected an edgemetrics event model, got {type(event).__name__}"
-            )
+            raise TypeError(f"event: expected an edgemetrics event model, got {type(event).__name__}")
+        if self._pid != os.getpid():
+            self._after_fork()
         buffer = self._buffer
         if len(buffer) >= self.max_buffer:
-            self.counters.dropped_buffer_full += 1
+            self.counters.add(dropped_buffer_full=1)
             return
         buffer.append(event)
         if len(buffer) >= self.max_batch:
-            self._wake.set()
+            self._exporter.wake()
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Ship everything buffered now; True when the buffer drained within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        self._wake.set()
-        with self._idle:
-            while self._buffer or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
-                    return False
-                self._wake.set()
-                self._idle.wait(min(remaining, 0.05))
+    def track_durable(self, event: Event) -> bool:
+        """Write one event to the spool and fsync it before returning (purchases, refunds).
+
+        Returns True when the event is on disk. Without a spool, or when the spool cannot
+        write (full disk), the event is queued in memory like :meth:`track`, the failure
+        is logged and counted, and False is returned: the host's handler carries on.
+        """
+        if not isinstance(event, Event):
+            raise TypeError(f"event: expected an edgemetrics event model, got {type(event).__name__}")
+        if self._pid != os.getpid():
+            self._after_fork()
+        spool = self.spool
+        if spool is None:
+            self.track(event)
+            return False
+        batch_id = new_batch_id()
+        try:
+            spool.put(
+                batch_id,
+                gzip_body(encode_body(batch_id, [event])),
+                events=1,
+                critical=event.family == "commerce",
+                durable=True,
+            )
+        except SpoolError as exc:
+            self.counters.add(durable_failures=1, spool_errors=1)
+            log.error(
+                "edgemetrics: could not write %s %s to the spool (%s); kept in memory only",
+                event.type,
+                event.event_id,
+                exc,
+            )
+            self.track(event)
+            return False
+        self.counters.add(tracked=1, durable_events=1)
+        self._exporter.spool_has_work()
         return True
 
+    # --- control -----------------------------------------------------------------
+
+    @property
+    def buffer_depth(self) -> int:
+        """Events waiting in memory."""
+        return len(self._buffer)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Ship (or spool) everything buffered now; True when it drained within ``timeout``."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._exporter.drain(time.monotonic() + timeout)
+
     def close(self, timeout: float = 10.0) -> None:
-        """Flush with a deadline, stop the thread and close the sink."""
+        """Flush with a deadline; what is not delivered by then goes to the spool. Then stop."""
         if self._closed:
             return
-        self.flush(timeout)
         self._closed = True
-        self._wake.set()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        self._exporter.stop(deadline)
+        if self.spool is not None:
+            self.spool.close()
         self.sink.close()
 
-    def _take(self) -> list[Event]:
-        out: list[Event] = []
-        buffer = self._buffer
-        while buffer and len(out) < self.max_batch:
-            out.append(buffer.popleft())
-        return out
+    def health(self) -> PipelineHealth:
+        """A ``PipelineHealth`` snapshot of this process's pipeline."""
+        stats = None
+        if self.spool is not None:
+            try:
+                stats = self.spool.stats()
+            except SpoolError as exc:
+                log.error("edgemetrics: spool stats unavailable: %s", exc)
+        return health_event(
+            self.counters, source=self.source, buffer_depth=self.buffer_depth, spool=stats
+        )
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            while True:
-                with self._idle:
-                    events = self._take()
-                    self._in_flight = len(events)
-                if not events:
-                    break
-                self._ship(Batch(events))
-                with self._idle:
-                    self._in_flight = 0
-                    self._idle.notify_all()
-            with self._idle:
-                self._idle.notify_all()
-            if self._closed:
-                return
+    # --- fork ----------------------------------------------------------------------
 
-    def _ship(self, batch: Batch) -> None:
-        try:
-            self.sink.write(batch)
-        except Exception as exc:  # the sink's failure must never reach the host app
-            self.counters.failed_batches += 1
-            if self.on_failure is not None:
-                self.on_failure(batch, exc)
-            else:
-                log.warning("edgemetrics: batch of %d events lost: %s", len(batch.events), exc)
+    def _after_fork(self) -> None:
+        """In a forked child: an empty buffer, fresh counters, own handles, own thread.
+
+        The parent's buffered events stay the parent's to send: the child never sends
+        them a second time.
+        """
+        if self._pid == os.getpid():
             return
-        self.counters.batches += 1
-        self.counters.exported += len(batch.events)
+        self._pid = os.getpid()
+        _inherited.append((self.spool, self.sink, self._exporter))
+        self.counters.reset_after_fork()
+        if self.spool is not None:
+            self.spool.reopen_after_fork()
+        reset = getattr(self.sink, "reset_after_fork", None)
+        if callable(reset):
+            reset()
+        if not self._closed:
+            self._start()
+
+
+def _reinit_children() -> None:
+    for client in list(_clients):
+        client._after_fork()
+
+
+os.register_at_fork(after_in_child=_reinit_children)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import wrapt
 
-from edgemetrics import track
+from edgemetrics import track_durable
 from edgemetrics.events import Purchase
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,7 +42,8 @@ def track_purchase(extract: Extract) -> Callable[[F], F]:
     def record(result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         fields = extract(result, *args, **kwargs)
         if fields is not None:
-            track(Purchase(**fields))
+            # Money: on disk (fsynced) before the handler returns, when a spool is set up.
+            track_durable(Purchase(**fields))
 
     @wrapt.decorator
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

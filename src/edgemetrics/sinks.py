@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from edgemetrics.client import Batch
+from edgemetrics.batch import Batch
 from edgemetrics.events import Event
 from edgemetrics.layout import DataPoint, LayoutLimitError, encode
 
@@ -31,7 +31,7 @@ class MemorySink:
 
     def write(self, batch: Batch) -> None:
         self.batches.append(batch)
-        self.events.extend(batch.events)
+        self.events.extend(batch.load_events())
 
     def close(self) -> None:
         pass
@@ -41,7 +41,7 @@ def encode_batch(batch: Batch) -> tuple[list[DataPoint], list[tuple[Event, str]]
     """Encode each event; one that breaks an AE limit is set aside, the rest are kept."""
     points: list[DataPoint] = []
     rejected: list[tuple[Event, str]] = []
-    for event in batch.events:
+    for event in batch.load_events():
         try:
             points.append(encode(event))
         except LayoutLimitError as exc:
