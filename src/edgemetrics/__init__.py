@@ -22,6 +22,7 @@ from typing import Any
 from edgemetrics import events
 from edgemetrics.client import Batch, Client, Sink
 from edgemetrics.events import Event, InvalidEvent, parse_event
+from edgemetrics.privacy import Pseudonymizer
 
 __all__ = [
     "Batch",
@@ -49,6 +50,7 @@ def configure(
     store_path: str | Path | None = None,
     url: str | None = None,
     secret: str | None = None,
+    pseudonymizer: Pseudonymizer | str | Path | None = None,
     **options: Any,
 ) -> Client:
     """Set up the process-wide client.
@@ -58,8 +60,18 @@ def configure(
     Options go to :class:`edgemetrics.client.Client` (``flush_interval``, ``max_batch``,
     ``spool`` (a directory), ...). Calling it again replaces the client after flushing the
     old one.
+
+    ``pseudonymizer`` is the privacy key store (:mod:`edgemetrics.privacy`): a
+    :class:`~edgemetrics.privacy.Pseudonymizer` or the path of its SQLite file, shared by
+    the host's processes. User ids are always pseudonymised on the exporter thread before
+    they leave the process; without a key store the key lives in memory and pseudonyms are
+    stable for this process's life only.
     """
     global _client
+    if pseudonymizer is not None and not isinstance(pseudonymizer, Pseudonymizer):
+        pseudonymizer = Pseudonymizer(pseudonymizer)
+    if pseudonymizer is not None:
+        options["pseudonymizer"] = pseudonymizer
     if sink is None and url is not None:
         from edgemetrics.http_sink import HttpSink
 

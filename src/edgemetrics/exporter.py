@@ -63,6 +63,7 @@ class Exporter:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._in_flight: list[Event] = []
+        self._in_flight_raw = False
         self._stopping = False
         self._deadline = float("inf")
         self._failures = 0
@@ -108,7 +109,11 @@ class Exporter:
         if self._thread.is_alive():
             # Stuck in a request past the deadline: spool what is left from this thread.
             # A batch the thread then also delivers is deduplicated by its ids.
-            leftover = list(self._in_flight) + self._take_all()
+            in_flight = list(self._in_flight)
+            if self._in_flight_raw:
+                # Stuck before the privacy step: never spool a raw user id.
+                in_flight = [e for e in in_flight if getattr(e, "user_id", None) is None]
+            leftover = in_flight + self._take_all()
             if leftover:
                 self._spool_or_drop(leftover, reason="exit deadline passed")
 
@@ -155,14 +160,30 @@ class Exporter:
 
     def _take(self) -> list[Event]:
         buffer = self.client._buffer
-        n = min(len(buffer), self.client.max_batch)
-        out = []
-        for _ in range(n):
+        while True:
+            n = min(len(buffer), self.client.max_batch)
+            out = []
+            for _ in range(n):
+                try:
+                    out.append(buffer.popleft())
+                except IndexError:
+                    break
+            if not out:
+                return out
+            # In flight before the privacy step (it may touch the key store), so a
+            # concurrent flush() never sees an empty buffer and nothing in flight.
+            with self._idle:
+                self._in_flight = out
+                self._in_flight_raw = True
             try:
-                out.append(buffer.popleft())
-            except IndexError:
-                break
-        return out
+                kept = self.client.prepare(out)
+            finally:
+                self._in_flight_raw = False
+            if kept:
+                return kept
+            with self._idle:
+                self._in_flight = []
+                self._idle.notify_all()
 
     def _take_all(self) -> list[Event]:
         buffer = self.client._buffer
@@ -171,7 +192,7 @@ class Exporter:
             try:
                 out.append(buffer.popleft())
             except IndexError:
-                return out
+                return self.client.prepare(out)
 
     def _batches(self, events: list[Event]) -> list[Batch]:
         """Serialise; split in halves while a body would pass ``max_batch_bytes``."""
@@ -341,4 +362,3 @@ class Exporter:
         if outcome == "ok":
             self.client.counters.add(replayed_batches=1, replayed_events=row.events)
         return True
-
