@@ -81,10 +81,12 @@ def configure(
     if sink is None:
         if store_path is None:
             raise ValueError("configure: give sink=, url= and secret=, or store_path=")
+        from edgemetrics.retention import Retention
         from edgemetrics.sinks import StoreSink
         from edgemetrics.store import EmbeddedStore
 
-        sink = StoreSink(EmbeddedStore(store_path), close_store=True)
+        # This process owns the store: it enforces retention (90 days raw, 2 years rollups).
+        sink = StoreSink(EmbeddedStore(store_path, retention=Retention()), close_store=True)
     with _lock:
         old, _client = _client, Client(sink, **options)
     if old is not None:

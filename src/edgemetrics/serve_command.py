@@ -65,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    store = EmbeddedStore(args.store)
+    from edgemetrics.retention import Retention
+
+    # The collector owns the store: it enforces retention (90 days raw, 2 years rollups).
+    store = EmbeddedStore(args.store, retention=Retention())
     settings = CollectorSettings(secret=secret)
     app = create_collector_app(
         store,
