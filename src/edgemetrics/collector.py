@@ -43,6 +43,7 @@ from starlette.routing import BaseRoute, Route
 
 from edgemetrics.events import EVENT_TYPES, InvalidEvent, parse_event
 from edgemetrics.layout import MAX_POINTS_PER_INVOCATION, DataPoint, LayoutLimitError, encode
+from edgemetrics.privacy import drop_opted_out_points
 from edgemetrics.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 from edgemetrics.wire import (
     MAX_DECOMPRESSED_BYTES,
@@ -53,6 +54,7 @@ from edgemetrics.wire import (
 )
 
 if TYPE_CHECKING:
+    from edgemetrics.privacy import PrivacyStore
     from edgemetrics.store import EmbeddedStore
 
 _BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -72,6 +74,8 @@ class CollectorSettings:
     retry_after_s: int = 1
     # How many accepted batch ids are remembered for duplicate detection.
     remembered_batches: int = 200_000
+    # The privacy key store shared with the senders: opted-out users' events are dropped.
+    privacy: PrivacyStore | None = None
 
 
 @dataclass
@@ -157,6 +161,7 @@ class BatchEndpoint:
             "rejected": 0,
             "duplicates": 0,
             "shed": 0,
+            "opted_out": 0,
         }
 
     async def __call__(self, request: Request) -> Response:
@@ -252,8 +257,14 @@ class BatchEndpoint:
 
     def _ingest(self, raw_events: list[Any]) -> IngestResult:
         result = ingest_events(raw_events)
-        if result.points:
-            inserted = self.store.write(result.points)
+        points = result.points
+        if self.settings.privacy is not None and points:
+            # Answered as accepted (the sender must not retry them), never stored.
+            points, dropped = drop_opted_out_points(points, self.settings.privacy)
+            with self._stats_lock:
+                self.stats["opted_out"] += dropped
+        if points:
+            inserted = self.store.write(points)
             with self._stats_lock:
                 self.stats["inserted"] += inserted
         return result

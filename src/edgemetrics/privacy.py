@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgemetrics.events import Event
+from edgemetrics.events import FAMILIES, Event
+from edgemetrics.layout import DataPoint, columns, dataset_name
 
 log = logging.getLogger("edgemetrics")
 
@@ -59,6 +60,11 @@ DAY = 86_400.0
 ROTATE_AFTER_S = 90 * DAY
 DESTROY_RETIRED_AFTER_S = 90 * DAY
 PSEUDONYM_HEX = 32  # 128 bits: collision-free at any realistic audience size
+
+# Where the user id sits in each dataset's blobs (for collectors, which see data points).
+_USER_BLOB: dict[str, int] = {
+    dataset_name(f): int(columns(f)["user_id"][4:]) - 1 for f in FAMILIES if "user_id" in columns(f)
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -529,4 +535,32 @@ def drop_opted_out(
             dropped += 1
             continue
         kept.append(raw)
+    return kept, dropped
+
+
+def drop_opted_out_points(
+    points: Sequence[DataPoint], store: PrivacyStore
+) -> tuple[list[DataPoint], int]:
+    """As :func:`drop_opted_out`, on encoded data points (what the collector writes).
+
+    >>> from edgemetrics.events import View
+    >>> from edgemetrics.layout import encode
+    >>> store = PrivacyStore()
+    >>> store.opt_out("u-9")
+    >>> points = [encode(View(content_id="v", user_id=p)) for p in store.opted_out_pseudonyms()]
+    >>> points.append(encode(View(content_id="v", user_id="u-1")))
+    >>> kept, dropped = drop_opted_out_points(points, store)
+    >>> len(kept), dropped
+    (1, 1)
+    """
+    opted = store.opted_out_pseudonyms()
+    kept: list[DataPoint] = []
+    dropped = 0
+    for point in points:
+        position = _USER_BLOB.get(point.dataset)
+        user_id = point.blobs[position] if position is not None else ""
+        if user_id and (user_id in opted or store.is_opted_out(user_id)):
+            dropped += 1
+            continue
+        kept.append(point)
     return kept, dropped
