@@ -5,7 +5,8 @@ is built (so nothing personal is in an event by the time it can leave the proces
 
 * **reject** (ids, labels, ``error_type``, ``timezone``): personal data there is a bug in
   the caller, so the event is refused with :class:`~edgemetrics.events.InvalidEvent`
-  naming the field and the rule (``pii_email``, ``pii_phone``, ``pii_ip``, ``pii_url``).
+  naming the field and the rule (``pii_email``, ``pii_phone``, ``pii_ip``, ``pii_url``,
+  ``pii_user_agent``).
 * **strip route** (``route``): a query string or fragment is cut off, an absolute URL is
   reduced to its path, and each personal value left in the path becomes a placeholder
   (``{email}``, ``{phone}``, ``{ip}``): the request is still counted.
@@ -23,6 +24,8 @@ What counts as personal, and why the rules look as they do:
   run of digits is *not* a phone number here: numeric order ids and hashes are common and
   must not be refused.
 * URL: ``scheme://...`` with a query string, in a field that must hold a label.
+* User-Agent: ``Mozilla/5.0 (...``, or any ``Product/1.2 (comment`` opening; a raw UA is
+  reduced to device class, browser and OS by the collector or Worker, never stored.
 
 >>> check("user_id", "u-42")
 'u-42'
@@ -45,7 +48,7 @@ from urllib.parse import urlsplit
 
 from pydantic_core import PydanticCustomError
 
-RULES: Final = ("pii_email", "pii_phone", "pii_ip", "pii_url")
+RULES: Final = ("pii_email", "pii_phone", "pii_ip", "pii_url", "pii_user_agent")
 
 _EMAIL = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -65,6 +68,12 @@ _PHONE = (
     r"|(?<![\w.])0[0-9]{1,4}(?:[ .\-][0-9]{2,4}){2,4}(?![0-9])"
 )
 _URL = r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s?#]*[?#]\S*"
+# A raw User-Agent: a browser's product token, or any "Product/1.2 (comment" opening.
+# Everything to the end of the text goes with it (a UA runs to the end of its header).
+_USER_AGENT = (
+    r"(?:Mozilla|Opera|AppleWebKit|Dalvik)/[0-9].*"
+    r"|[A-Za-z][A-Za-z0-9_\-]*/[0-9]+(?:\.[0-9]+)+ \(.*"
+)
 
 # One regex per kind, each tried only when the text holds the characters it needs: one
 # alternation over all kinds costs ~7 us per route, these pre-checks ~0.5 us (the
@@ -74,6 +83,7 @@ _URL_RE = re.compile(_URL)
 _IPV4_RE = re.compile(_IPV4)
 _IPV6_RE = re.compile(_IPV6)
 _PHONE_RE = re.compile(_PHONE)
+_USER_AGENT_RE = re.compile(_USER_AGENT, re.DOTALL)
 _NOT_DIGITS = re.compile(r"[^0-9]+")
 _PHONE_MIN_DIGITS = 8
 
@@ -82,6 +92,7 @@ _MESSAGES: Final = {
     "pii_phone": "looks like a phone number",
     "pii_ip": "looks like an IP address",
     "pii_url": "is a URL with a query string or fragment",
+    "pii_user_agent": "looks like a raw User-Agent string",
 }
 _ADVICE: Final = "personal data must not be stored; pass an opaque id or remove it"
 _PLACEHOLDERS: Final = {
@@ -89,6 +100,7 @@ _PLACEHOLDERS: Final = {
     "pii_phone": "{phone}",
     "pii_ip": "{ip}",
     "pii_url": "{url}",
+    "pii_user_agent": "{user_agent}",
 }
 
 
@@ -125,6 +137,8 @@ def _matches(value: str) -> list[tuple[int, int, str]]:
         found += [
             (m.start(), m.end(), "pii_ip") for m in _IPV6_RE.finditer(value) if _is_ipv6(m.group())
         ]
+    if "/" in value and ("(" in value or "Mozilla" in value or "Opera" in value):
+        found += [(m.start(), m.end(), "pii_user_agent") for m in _USER_AGENT_RE.finditer(value)]
     if len(value) >= _PHONE_MIN_DIGITS and len(_NOT_DIGITS.sub("", value)) >= _PHONE_MIN_DIGITS:
         found += [(m.start(), m.end(), "pii_phone") for m in _PHONE_RE.finditer(value)]
     if len(found) < 2:
@@ -145,6 +159,8 @@ def find(value: str) -> str | None:
     (None, 'pii_phone', 'pii_ip', None)
     >>> find("order 4155552671"), find("10.0.0.1"), find("v1.2.3")
     (None, 'pii_ip', None)
+    >>> find("Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"), find("/api/v2/items/(id)")
+    ('pii_user_agent', None)
     """
     found = _matches(value)
     return found[0][2] if found else None
@@ -176,6 +192,13 @@ def _replace(value: str, placeholder: dict[str, str]) -> str:
     return "".join(out)
 
 
+def _url_part(url: str, part: str) -> str:
+    try:
+        return str(getattr(urlsplit(url), part) or "")
+    except ValueError:  # e.g. an unclosed IPv6 bracket: keep nothing of it
+        return ""
+
+
 def strip_route(route: str) -> str:
     """A route without query string, fragment, scheme or host, personal values replaced.
 
@@ -187,8 +210,7 @@ def strip_route(route: str) -> str:
     '/users/{user_id}'
     """
     if "://" in route:
-        parts = urlsplit(route)
-        route = parts.path or "/"
+        route = _url_part(route, "path") or "/"
     route = route.split("?", 1)[0].split("#", 1)[0] or "/"
     return _replace(route, _PLACEHOLDERS)
 
@@ -222,7 +244,7 @@ def referrer_source(value: str) -> str:
     """
     text = value
     if "://" in text or text.startswith("//"):
-        host = (urlsplit(text if "://" in text else "http:" + text).hostname or "").lower()
+        host = _url_part(text if "://" in text else "http:" + text, "hostname").lower()
         host = host.removeprefix("www.")
         text = host or "(unknown)"
     elif "?" in text or "#" in text:
