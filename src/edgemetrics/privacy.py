@@ -208,12 +208,12 @@ class PrivacyStore:
         )
         return kid, secret
 
-    def keys(self) -> list[KeyInfo]:
+    def key_list(self) -> list[KeyInfo]:
         """Every master key ever made, oldest first (secrets are not returned).
 
         >>> store = PrivacyStore()
         >>> _ = store.active_kid(); _ = store.rotate()
-        >>> [(k.kid, k.state) for k in store.keys()]
+        >>> [(k.kid, k.state) for k in store.key_list()]
         [('k1', 'retired'), ('k2', 'active')]
         """
         with self._lock:
@@ -284,7 +284,7 @@ class PrivacyStore:
         'k1'
         >>> now[0] = 91 * DAY; store.maintain(); store.active_kid()
         'k2'
-        >>> now[0] = 182 * DAY; store.maintain(); [k.state for k in store.keys()]
+        >>> now[0] = 182 * DAY; store.maintain(); [k.state for k in store.key_list()]
         ['destroyed', 'retired', 'active']
         """
         with self._lock:

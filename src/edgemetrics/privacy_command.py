@@ -157,7 +157,7 @@ def keys_command(args: argparse.Namespace) -> int:
         if args.destroy_retired is not None:
             gone = keys.destroy_retired(args.destroy_retired * DAY)
             print(f"destroyed: {', '.join(gone) if gone else 'none'}")
-        for info in keys.keys():
+        for info in keys.key_list():
             created = datetime.fromtimestamp(info.created, UTC).date().isoformat()
             print(f"{info.kid}\t{info.state}\tcreated {created}")
     finally:
