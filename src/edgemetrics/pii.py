@@ -84,7 +84,7 @@ _IPV4_RE = re.compile(_IPV4)
 _IPV6_RE = re.compile(_IPV6)
 _PHONE_RE = re.compile(_PHONE)
 _USER_AGENT_RE = re.compile(_USER_AGENT, re.DOTALL)
-_NOT_DIGITS = re.compile(r"[^0-9]+")
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
 _PHONE_MIN_DIGITS = 8
 
 _MESSAGES: Final = {
@@ -139,7 +139,12 @@ def _matches(value: str) -> list[tuple[int, int, str]]:
         ]
     if "/" in value and ("(" in value or "Mozilla" in value or "Opera" in value):
         found += [(m.start(), m.end(), "pii_user_agent") for m in _USER_AGENT_RE.finditer(value)]
-    if len(value) >= _PHONE_MIN_DIGITS and len(_NOT_DIGITS.sub("", value)) >= _PHONE_MIN_DIGITS:
+    # Every phone form needs a "+" or two separators: ids and hashes skip the regex.
+    if (
+        len(value) >= _PHONE_MIN_DIGITS
+        and ("+" in value or value.count("-") + value.count(" ") + value.count(".") >= 2)
+        and len(value) - len(value.translate(_DROP_DIGITS)) >= _PHONE_MIN_DIGITS
+    ):
         found += [(m.start(), m.end(), "pii_phone") for m in _PHONE_RE.finditer(value)]
     if len(found) < 2:
         return found

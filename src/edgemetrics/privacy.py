@@ -464,13 +464,17 @@ class Pseudonymizer:
         """The pseudonym for ``user_id``, or None when that user opted out."""
         with self._lock:
             self._refresh()
-            if user_id in self._cache:
-                return self._cache[user_id]
-            value = self.store.pseudonym(user_id)
-            if len(self._cache) >= 100_000:
-                self._cache.clear()
-            self._cache[user_id] = value
-            return value
+            return self._lookup(user_id)
+
+    def _lookup(self, user_id: str) -> str | None:
+        cache = self._cache
+        if user_id in cache:
+            return cache[user_id]
+        value = self.store.pseudonym(user_id)
+        if len(cache) >= 100_000:
+            cache.clear()
+        cache[user_id] = value
+        return value
 
     def _refresh(self) -> None:
         now = time.monotonic()
@@ -490,12 +494,20 @@ class Pseudonymizer:
         """
         kept: list[Event] = []
         dropped = 0
+        with self._lock:
+            # Once per batch: a change made elsewhere applies from the next batch on.
+            self._refresh()
+            pseudonyms = {
+                user_id: self._lookup(user_id)
+                for user_id in {getattr(e, "user_id", None) for e in events}
+                if user_id is not None
+            }
         for event in events:
             user_id = getattr(event, "user_id", None)
             if user_id is None:
                 kept.append(event)
                 continue
-            pseudonym = self.pseudonym(user_id)
+            pseudonym = pseudonyms[user_id]
             if pseudonym is None:
                 dropped += 1
                 continue
