@@ -442,3 +442,46 @@ def test_configure_with_a_store_path_enforces_retention_and_pseudonymises(
     edgemetrics.shutdown()
     assert [r["c"] for r in rows] == ["new"]
     assert rows[0]["u"] == PrivacyStore(tmp_path / "keys.sqlite3").pseudonym("user-1001")
+
+
+def test_a_forked_child_reopens_the_key_store_even_if_the_parent_held_its_lock(
+    tmp_path: Path,
+) -> None:
+    import os
+    import select
+    import signal
+    import threading
+
+    client = Client(MemorySink(), flush_interval=60, pseudonymizer=Pseudonymizer(tmp_path / "k"))
+    expected = client.pseudonymizer.pseudonym("user-1001")
+    read_end, write_end = os.pipe()
+    # Fork while another thread of the parent is inside the key store.
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with client.pseudonymizer._lock, client.pseudonymizer.store._lock:
+            inside.set()
+            leave.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: the fork handler reset the client's privacy state
+        try:
+            os.write(write_end, (client.pseudonymizer.pseudonym("user-1001") or "").encode())
+        finally:
+            os._exit(0)
+    leave.set()
+    holder.join()
+    os.close(write_end)
+    ready: list[int] = []
+    try:
+        ready, _, _ = select.select([read_end], [], [], 20)
+        assert ready, "the child hung on a lock inherited from the parent"
+        assert os.read(read_end, 200).decode() == expected
+    finally:
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        client.close()

@@ -250,6 +250,7 @@ class Client:
         self.counters.reset_after_fork()
         if self.spool is not None:
             self.spool.reopen_after_fork()
+        self.pseudonymizer.reset_after_fork()
         reset = getattr(self.sink, "reset_after_fork", None)
         if callable(reset):
             reset()

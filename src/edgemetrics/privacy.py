@@ -117,10 +117,13 @@ class PrivacyStore:
     ) -> None:
         self.path = Path(path) if path is not None else None
         self.clock = clock
-        self._lock = threading.RLock()
-        self._generation = 0
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    def _open(self) -> None:
+        self._lock = threading.RLock()
+        self._generation = getattr(self, "_generation", 0) + 1
         target = str(self.path) if self.path is not None else ":memory:"
         self._con = sqlite3.connect(
             target, timeout=30.0, isolation_level=None, check_same_thread=False
@@ -135,7 +138,9 @@ class PrivacyStore:
         with self._transaction() as con:
             row = con.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
             if row is None:
-                con.execute("INSERT INTO meta VALUES ('lookup_key', ?)", (secrets.token_bytes(32),))
+                con.execute(
+                    "INSERT INTO meta VALUES ('lookup_key', ?)", (secrets.token_bytes(32),)
+                )
                 row = con.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
         self._lookup_key: bytes = bytes(row[0])
 
@@ -165,6 +170,13 @@ class PrivacyStore:
     def _transaction(self, *, invalidates: bool = False) -> PrivacyStore._Tx:
         # ``invalidates``: the change can alter a cached pseudonym or opt-out decision.
         return PrivacyStore._Tx(self, invalidates)
+
+    def reopen_after_fork(self) -> None:
+        """In a forked child: never use the parent's SQLite handle or locks; open anew.
+
+        An in-memory store starts over with a new key (its pseudonyms were per-process).
+        """
+        self._open()
 
     def data_version(self) -> tuple[int, int]:
         """Changes whenever this store or another process changed opt-outs, subjects or
@@ -514,6 +526,13 @@ class Pseudonymizer:
             # model_copy skips validation: the pseudonym is a valid id by construction.
             kept.append(event.model_copy(update={"user_id": pseudonym}))
         return kept, dropped
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh lock and cache, the store reopened."""
+        self._lock = threading.Lock()
+        self._cache = {}
+        self._version = (-1, -1)
+        self.store.reopen_after_fork()
 
     def close(self) -> None:
         """Close the store if this object opened it."""
