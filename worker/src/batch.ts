@@ -1,0 +1,187 @@
+// POST /v1/batch: signed server batches from the exporter (docs/ingest-protocol.md).
+import { encodeEvent, LimitError, type Point } from "./encode";
+import { errorResponse, json, type Env, type Invocation, type QueueMessage } from "./env";
+import { countHealth, MAX_POINTS, writePoints } from "./write";
+import { validateEvent, type FieldError } from "./validate";
+
+const MAX_BODY = 1024 * 1024;
+const MAX_DECOMPRESSED = 5 * 1024 * 1024;
+const MAX_EVENTS = 5000;
+const WINDOW_S = 300;
+const BATCH_ID = /^[0-9a-f]{32}$/;
+const REPLAY_TTL_S = 86400;
+// Queue messages are limited to 128 KB; stay well under it.
+const QUEUE_MESSAGE_BYTES = 100 * 1024;
+
+// Batch ids accepted by this isolate (fast path); KV holds them across isolates and colos.
+const recentBatches = new Map<string, true>();
+
+function rememberLocally(id: string): void {
+  recentBatches.set(id, true);
+  if (recentBatches.size > 10000) recentBatches.delete(recentBatches.keys().next().value as string);
+}
+
+function hexToBytes(hex: string): Uint8Array | null {
+  if (!/^[0-9a-f]{64}$/.test(hex)) return null;
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+const keys = new Map<string, Promise<CryptoKey>>();
+function hmacKey(secret: string): Promise<CryptoKey> {
+  let key = keys.get(secret);
+  if (!key) {
+    key = crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]);
+    keys.set(secret, key);
+  }
+  return key;
+}
+
+async function readLimited(stream: ReadableStream<Uint8Array>, limit: number): Promise<Uint8Array | null> {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limit) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
+
+export interface Rejection {
+  index: number;
+  event_id: string | null;
+  errors: FieldError[];
+}
+
+/** Validate and encode events; one bad event never loses the others. */
+export async function validateAll(events: unknown[], now: number, check?: (e: Record<string, unknown>, i: number) => FieldError[]): Promise<{ points: Point[]; rejected: Rejection[] }> {
+  const points: Point[] = [];
+  const rejected: Rejection[] = [];
+  for (let i = 0; i < events.length; i++) {
+    const raw = events[i];
+    const id = raw && typeof raw === "object" && typeof (raw as Record<string, unknown>).event_id === "string" ? ((raw as Record<string, unknown>).event_id as string) : null;
+    const pre = check ? check(raw as Record<string, unknown>, i) : [];
+    if (pre.length) {
+      rejected.push({ index: i, event_id: id, errors: pre });
+      continue;
+    }
+    const result = validateEvent(raw, now);
+    if (!result.ok) {
+      rejected.push({ index: i, event_id: id, errors: result.errors });
+      continue;
+    }
+    try {
+      const point = encodeEvent(result.event);
+      points.push(point instanceof Promise ? await point : point);
+    } catch (err) {
+      if (!(err instanceof LimitError)) throw err;
+      rejected.push({ index: i, event_id: id, errors: [{ field: err.field, rule: err.rule, message: err.message }] });
+    }
+  }
+  return { points, rejected };
+}
+
+/** Split points into queue messages of at most 250 points and ~100 KB each. */
+function chunk(points: Point[]): QueueMessage[] {
+  const out: QueueMessage[] = [];
+  let current: Point[] = [];
+  let bytes = 0;
+  for (const p of points) {
+    const size = JSON.stringify(p).length + 1;
+    if (current.length && (current.length >= MAX_POINTS || bytes + size > QUEUE_MESSAGE_BYTES)) {
+      out.push({ points: current });
+      current = [];
+      bytes = 0;
+    }
+    current.push(p);
+    bytes += size;
+  }
+  if (current.length) out.push({ points: current });
+  return out;
+}
+
+export async function handleBatch(request: Request, env: Env, inv: Invocation): Promise<Response> {
+  const encoding = (request.headers.get("content-encoding") ?? "identity").trim().toLowerCase();
+  if (encoding !== "identity" && encoding !== "gzip") {
+    return errorResponse(415, "unsupported_encoding", `Content-Encoding ${encoding} is not supported; send identity or gzip`);
+  }
+  const length = Number(request.headers.get("content-length") ?? "0");
+  if (length > MAX_BODY) return errorResponse(413, "too_large", `body is ${length} bytes; the limit is ${MAX_BODY}`);
+  const body = request.body ? await readLimited(request.body, MAX_BODY) : new Uint8Array();
+  if (body === null) return errorResponse(413, "too_large", `body is over the ${MAX_BODY}-byte limit`);
+
+  const stamp = request.headers.get("x-edgemetrics-timestamp");
+  const signature = request.headers.get("x-edgemetrics-signature");
+  if (!stamp || !signature) {
+    return errorResponse(401, "missing_signature", "X-Edgemetrics-Timestamp and X-Edgemetrics-Signature are required");
+  }
+  const sigBytes = signature.startsWith("v1=") ? hexToBytes(signature.slice(3)) : null;
+  const signed = new Uint8Array([...new TextEncoder().encode(`${stamp}.`)]);
+  const message = new Uint8Array(signed.length + body.length);
+  message.set(signed);
+  message.set(body, signed.length);
+  // subtle.verify compares in constant time.
+  const valid = sigBytes !== null && env.INGEST_SECRET !== undefined && env.INGEST_SECRET !== "" &&
+    (await crypto.subtle.verify("HMAC", await hmacKey(env.INGEST_SECRET), sigBytes, message));
+  if (!valid) return errorResponse(401, "bad_signature", "the signature does not match the body and timestamp");
+  const ts = Number(stamp);
+  if (!/^\d{1,12}$/.test(stamp) || Math.abs(inv.now / 1000 - ts) > WINDOW_S) {
+    return errorResponse(401, "stale_timestamp", `X-Edgemetrics-Timestamp must be within ${WINDOW_S} s of the receiver's clock`);
+  }
+
+  let text: Uint8Array = body;
+  if (encoding === "gzip") {
+    try {
+      const stream = new Blob([body]).stream().pipeThrough(new DecompressionStream("gzip"));
+      const inflated = await readLimited(stream, MAX_DECOMPRESSED);
+      if (inflated === null) return errorResponse(413, "too_large", `decompressed body is over the ${MAX_DECOMPRESSED}-byte limit`);
+      text = inflated;
+    } catch {
+      return errorResponse(400, "malformed_json", "the body is not valid gzip");
+    }
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(text));
+  } catch (err) {
+    return errorResponse(400, "malformed_json", `the body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    return errorResponse(400, "bad_shape", 'the body must be {"batch_id": "<32 hex>", "events": [...]}');
+  }
+  const { batch_id: batchId, events } = data as { batch_id?: unknown; events?: unknown };
+  if (typeof batchId !== "string" || !BATCH_ID.test(batchId)) return errorResponse(400, "bad_shape", "batch_id must be 32 lowercase hex digits");
+  if (!Array.isArray(events)) return errorResponse(400, "bad_shape", "events must be an array");
+  if (events.length > MAX_EVENTS) return errorResponse(413, "too_many_events", `${events.length} events; the limit is ${MAX_EVENTS}`);
+
+  if (recentBatches.has(batchId) || (await env.EDGEMETRICS_STATE.get(`batch:${batchId}`)) !== null) {
+    return json({ batch_id: batchId, accepted: 0, rejected: [], duplicate: true });
+  }
+  const { points, rejected } = await validateAll(events, inv.now);
+  let status = 200;
+  if (points.length + inv.written <= MAX_POINTS) {
+    writePoints(env, inv, points);
+  } else {
+    status = 202;
+    // One message per send: sendBatch caps the total size at 256 KB.
+    for (const message of chunk(points)) await env.EDGEMETRICS_QUEUE.send(message);
+  }
+  rememberLocally(batchId);
+  await env.EDGEMETRICS_STATE.put(`batch:${batchId}`, "1", { expirationTtl: REPLAY_TTL_S });
+  countHealth(events.length, points.length, rejected.length);
+  return json({ batch_id: batchId, accepted: points.length, rejected, duplicate: false }, status);
+}

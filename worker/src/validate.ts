@@ -1,0 +1,290 @@
+// Event validation from the JSON Schema that pydantic exports into layout.json, with the
+// same lax coercions pydantic applies to JSON input, so that the Worker and the Python
+// collector accept, normalise and reject exactly the same events (tests/vectors proves it).
+import layout from "./layout.json";
+
+export interface FieldError {
+  field: string;
+  rule: string;
+  message: string;
+}
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type Schema = { [key: string]: any };
+
+export interface Layout {
+  version: number;
+  limits: { blobs: number; doubles: number; index_bytes: number; blob_bytes: number; points_per_invocation: number };
+  families: Record<string, { dataset: string; blobs: string[]; doubles: string[] }>;
+  types: Record<string, { family: string; index: ({ field: string } | { literal: string })[]; doubles: Record<string, string>; schema: Schema }>;
+  currencies: string[];
+}
+
+export const LAYOUT = layout as unknown as Layout;
+const CURRENCIES = new Set(LAYOUT.currencies);
+const PATTERNS = new Map<string, RegExp>();
+
+function regex(pattern: string): RegExp {
+  let re = PATTERNS.get(pattern);
+  if (!re) {
+    // The "u" flag only where the pattern needs it: it makes V8's matcher slower.
+    re = new RegExp(pattern, /[^\x00-\x7f]/.test(pattern) ? "u" : "");
+    PATTERNS.set(pattern, re);
+  }
+  return re;
+}
+
+/** A normalised event: coerced values, defaults applied, `timestamp` as epoch milliseconds. */
+export type Normalized = Record<string, string | number | boolean | null>;
+
+const TRUE_WORDS = new Set(["1", "on", "t", "true", "y", "yes"]);
+const FALSE_WORDS = new Set(["0", "off", "f", "false", "n", "no"]);
+const INT_TEXT = /^[+-]?\d+(?:\.0*)?$/;
+const FLOAT_TEXT = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$|^[+-]?(?:inf|infinity)$/i;
+const DATETIME_TEXT =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[Tt _](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?([Zz]|[+-]\d{2}(?::?\d{2})?)?)?$/;
+
+class Invalid {
+  constructor(readonly rule: string, readonly message: string) {}
+}
+
+function resolve(schema: Schema, root: Schema): Schema {
+  if (schema.$ref) return root.$defs[schema.$ref.split("/").pop()];
+  return schema;
+}
+
+function parseDatetime(value: Json): number | Invalid {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) return new Invalid("datetime_type", "Input should be a valid datetime");
+    // pydantic reads a number as Unix seconds, or milliseconds past 2e10.
+    const ms = Math.abs(value) > 2e10 ? value : value * 1000;
+    return Math.floor(ms);
+  }
+  if (typeof value !== "string") return new Invalid("datetime_type", "Input should be a valid datetime");
+  const m = DATETIME_TEXT.exec(value);
+  if (!m) return new Invalid("datetime_from_date_parsing", "Input should be a valid datetime or date");
+  const [, y, mo, d, h, mi, s, frac, zone] = m;
+  if (zone === undefined) return new Invalid("value_error", "Value error, must carry a time zone (naive datetimes are ambiguous)");
+  const fracMs = frac ? Math.floor(Number((frac + "000").slice(0, 3))) : 0;
+  let ms = Date.UTC(+y, +mo - 1, +d, +(h ?? 0), +(mi ?? 0), +(s ?? 0), fracMs);
+  if (Number.isNaN(ms) || +mo < 1 || +mo > 12 || +d < 1 || +d > 31 || +(h ?? 0) > 23 || +(mi ?? 0) > 59 || +(s ?? 0) > 59) {
+    return new Invalid("datetime_from_date_parsing", "Input should be a valid datetime or date");
+  }
+  if (zone !== "Z" && zone !== "z") {
+    const sign = zone[0] === "-" ? -1 : 1;
+    const digits = zone.slice(1).replace(":", "");
+    const offset = (+digits.slice(0, 2) * 60 + +(digits.slice(2, 4) || "0")) * 60000;
+    ms -= sign * offset;
+  }
+  return ms;
+}
+
+function checkNumber(n: number, schema: Schema): number | Invalid {
+  if (schema.minimum !== undefined && !(n >= schema.minimum)) {
+    return new Invalid("greater_than_equal", `Input should be greater than or equal to ${schema.minimum}`);
+  }
+  if (schema.maximum !== undefined && !(n <= schema.maximum)) {
+    return new Invalid("less_than_equal", `Input should be less than or equal to ${schema.maximum}`);
+  }
+  return n;
+}
+
+/** Code points in a string (what pydantic's length limits count), without allocating. */
+function codePoints(value: string): number {
+  let n = value.length;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) n--;
+  }
+  return n;
+}
+
+type Check = (value: Json) => Json | Invalid;
+
+// Each schema is compiled once into a closure: the per-event path does no schema lookups.
+function compile(schema: Schema, root: Schema): Check {
+  if (schema.anyOf) {
+    // pydantic's Optional[X]: null passes, anything else is checked against X.
+    const inner = compile(resolve((schema.anyOf as Schema[]).filter((b) => b.type !== "null")[0], root), root);
+    return (value) => (value === null ? null : inner(value));
+  }
+  schema = resolve(schema, root);
+  if (schema.enum) {
+    const allowed = new Set<string>(schema.enum);
+    const message = `Input should be ${schema.enum.map((v: string) => `'${v}'`).join(", ")}`;
+    return (value) => (typeof value === "string" && allowed.has(value) ? value : new Invalid("enum", message));
+  }
+  const { minimum, maximum } = schema;
+  const bounds = (n: number): number | Invalid => {
+    if (minimum !== undefined && !(n >= minimum)) return new Invalid("greater_than_equal", `Input should be greater than or equal to ${minimum}`);
+    if (maximum !== undefined && !(n <= maximum)) return new Invalid("less_than_equal", `Input should be less than or equal to ${maximum}`);
+    return n;
+  };
+  switch (schema.type) {
+    case "string": {
+      if (schema.format === "date-time") return parseDatetime;
+      const { minLength, maxLength } = schema;
+      const pattern = schema.pattern !== undefined ? regex(schema.pattern) : null;
+      return (value) => {
+        if (typeof value !== "string") return new Invalid("string_type", "Input should be a valid string");
+        if (minLength !== undefined || maxLength !== undefined) {
+          const length = codePoints(value);
+          if (minLength !== undefined && length < minLength) {
+            return new Invalid("string_too_short", `String should have at least ${minLength} character${minLength === 1 ? "" : "s"}`);
+          }
+          if (maxLength !== undefined && length > maxLength) return new Invalid("string_too_long", `String should have at most ${maxLength} characters`);
+        }
+        if (pattern !== null && !pattern.test(value)) return new Invalid("string_pattern_mismatch", `String should match pattern '${schema.pattern}'`);
+        return value;
+      };
+    }
+    case "integer":
+      return (value) => {
+        if (typeof value === "number") {
+          if (!Number.isInteger(value)) return new Invalid("int_from_float", "Input should be a valid integer, got a number with a fractional part");
+          return bounds(value);
+        }
+        if (typeof value === "boolean") return bounds(value ? 1 : 0);
+        if (typeof value === "string") {
+          const text = value.trim();
+          if (!INT_TEXT.test(text)) return new Invalid("int_parsing", "Input should be a valid integer, unable to parse string as an integer");
+          return bounds(Math.trunc(Number(text)));
+        }
+        return new Invalid("int_type", "Input should be a valid integer");
+      };
+    case "number":
+      return (value) => {
+        if (typeof value === "number") return bounds(value);
+        if (typeof value === "boolean") return bounds(value ? 1 : 0);
+        if (typeof value === "string") {
+          const text = value.trim();
+          if (!FLOAT_TEXT.test(text)) return new Invalid("float_parsing", "Input should be a valid number, unable to parse string as a number");
+          return bounds(/inf/i.test(text) ? (text.startsWith("-") ? -Infinity : Infinity) : Number(text));
+        }
+        return new Invalid("float_type", "Input should be a valid number");
+      };
+    case "boolean":
+      return (value) => {
+        if (typeof value === "boolean") return value;
+        if (typeof value === "number") {
+          if (value === 0 || value === 1) return value === 1;
+          return Number.isInteger(value)
+            ? new Invalid("bool_parsing", "Input should be a valid boolean, unable to interpret input")
+            : new Invalid("bool_type", "Input should be a valid boolean");
+        }
+        if (typeof value === "string") {
+          const word = value.toLowerCase();
+          if (TRUE_WORDS.has(word)) return true;
+          if (FALSE_WORDS.has(word)) return false;
+          return new Invalid("bool_parsing", "Input should be a valid boolean, unable to interpret input");
+        }
+        return new Invalid("bool_type", "Input should be a valid boolean");
+      };
+  }
+  if (schema.const !== undefined) {
+    const expected = schema.const;
+    return (value) => (value === expected ? value : new Invalid("literal_error", `Input should be '${expected}'`));
+  }
+  return (value) => value;
+}
+
+interface FieldPlan {
+  name: string;
+  required: boolean;
+  fallback: Normalized[string];
+  check: Check;
+}
+
+interface TypePlan {
+  fields: FieldPlan[];
+  byName: Map<string, FieldPlan>;
+  required: number;
+  /** Every field with its default: cloning it gives each output object its final shape. */
+  template: Normalized;
+}
+
+const PLANS = new Map<string, TypePlan>();
+
+function plan(kind: string): TypePlan {
+  let p = PLANS.get(kind);
+  if (!p) {
+    const schema = LAYOUT.types[kind].schema;
+    const required = new Set<string>(schema.required ?? []);
+    const fields = Object.entries(schema.properties as Record<string, Schema>).map(([name, prop]) => ({
+      name,
+      required: required.has(name),
+      fallback: (prop.default ?? null) as Normalized[string],
+      check: compile(prop, schema),
+    }));
+    const template: Normalized = {};
+    for (const f of fields) template[f.name] = f.fallback;
+    p = { fields, byName: new Map(fields.map((f) => [f.name, f])), required: required.size, template };
+    PLANS.set(kind, p);
+  }
+  return p;
+}
+
+export type Validation = { ok: true; event: Normalized } | { ok: false; errors: FieldError[] };
+
+function randomHex32(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+/**
+ * Validate one decoded JSON event against its type's schema; on success, the normalised
+ * event (defaults filled in, values coerced, timestamp in epoch ms truncated to the ms).
+ */
+export function validateEvent(input: unknown, nowMs: number): Validation {
+  if (input === null || typeof input !== "object" || Array.isArray(input)) {
+    return { ok: false, errors: [{ field: "event", rule: "type", message: "must be a JSON object" }] };
+  }
+  const data = input as Record<string, Json>;
+  const kind = data.type;
+  const spec = typeof kind === "string" && Object.hasOwn(LAYOUT.types, kind) ? LAYOUT.types[kind] : undefined;
+  if (!spec) {
+    const known = Object.keys(LAYOUT.types).sort().join(", ");
+    return { ok: false, errors: [{ field: "type", rule: "enum", message: `unknown event type ${JSON.stringify(kind)}; expected one of ${known}` }] };
+  }
+  const { fields, byName, required, template } = plan(kind as string);
+  const errors: FieldError[] = [];
+  let source: Record<string, Json> = data;
+  if (kind === "api_call" && "duration_ms" in source) {
+    // One request: min = max = duration (the rule the schema cannot say).
+    source = { ...data };
+    for (const bound of ["duration_min_ms", "duration_max_ms"]) {
+      if (source[bound] === undefined || source[bound] === null) source[bound] = source.duration_ms;
+    }
+  }
+  // Defaults first, then the event's own fields in its key order (for-in over a JSON object
+  // takes V8's fast path; looking up 25 field names one by one does not).
+  const out: Normalized = { ...template };
+  let requiredSeen = 0;
+  for (const key in source) {
+    const field = byName.get(key);
+    if (field === undefined) {
+      errors.push({ field: key, rule: "extra_forbidden", message: "Extra inputs are not permitted" });
+      continue;
+    }
+    if (field.required) requiredSeen++;
+    const result = field.check(source[key]);
+    if (result instanceof Invalid) {
+      errors.push({ field: key, rule: result.rule, message: result.message });
+    } else if (key === "currency" && typeof result === "string" && !CURRENCIES.has(result)) {
+      errors.push({ field: key, rule: "value_error", message: `Value error, '${result}' is not an ISO 4217 currency code` });
+    } else {
+      out[key] = result as Normalized[string];
+    }
+  }
+  if (requiredSeen < required) {
+    for (const field of fields) {
+      if (field.required && !Object.hasOwn(source, field.name)) errors.push({ field: field.name, rule: "missing", message: "Field required" });
+    }
+  }
+  if (!Object.hasOwn(source, "event_id")) out.event_id = randomHex32();
+  if (!Object.hasOwn(source, "timestamp")) out.timestamp = nowMs;
+  if (errors.length) return { ok: false, errors };
+  return { ok: true, event: out };
+}
