@@ -43,11 +43,13 @@ NoPii = AfterValidator(reject_pii)
 Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64), NoPii]
 Label = Annotated[str, Field(min_length=1, max_length=64), NoPii]
 Text = Annotated[str, Field(min_length=1, max_length=200), NoPii]
-Route = Annotated[str, BeforeValidator(guard_route), Field(min_length=1, max_length=200)]
+# Field before the validator: the length rules keep their string_* names, and a before
+# validator still runs first (it wraps everything listed before it).
+Route = Annotated[str, Field(min_length=1, max_length=200), BeforeValidator(guard_route)]
 Fingerprint = Annotated[
-    str, BeforeValidator(guard_fingerprint), Field(min_length=1, max_length=1000)
+    str, Field(min_length=1, max_length=1000), BeforeValidator(guard_fingerprint)
 ]
-Referrer = Annotated[str, BeforeValidator(guard_referrer), Field(min_length=1, max_length=64)]
+Referrer = Annotated[str, Field(min_length=1, max_length=64), BeforeValidator(guard_referrer)]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 Millis = Annotated[float, Field(ge=0, le=7 * 24 * 3600 * 1000)]

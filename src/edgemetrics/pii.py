@@ -214,6 +214,8 @@ def strip_route(route: str) -> str:
     >>> strip_route("/users/{user_id}")
     '/users/{user_id}'
     """
+    if not route:
+        return route  # pydantic reports the empty route (string_too_short)
     if "://" in route:
         route = _url_part(route, "path") or "/"
     route = route.split("?", 1)[0].split("#", 1)[0] or "/"
