@@ -160,5 +160,18 @@ def test_stripping_leaves_no_personal_data_and_is_stable(value: str) -> None:
 
 
 def test_malformed_urls_are_reduced_not_crashed_on() -> None:
-    assert strip_route("http://[::1/videos?x=1") == "/"
+    assert strip_route("http://[::1/videos?x=1") == "/videos"
+    assert strip_route("/login?next=https://evil.example/?u=ada@example.com") == "/login"
     assert referrer_source("http://[2001:db8::7/page") == "(unknown)"
+
+
+def test_pii_json_for_the_worker_is_fresh() -> None:
+    """worker/src/pii.json is generated: `python -m edgemetrics.pii` rewrites it."""
+    import subprocess
+    import sys
+
+    from edgemetrics.pii import EXPORT_PATH, export_json
+
+    assert EXPORT_PATH.read_text() == export_json()
+    check = subprocess.run([sys.executable, "-m", "edgemetrics.pii", "--check"], check=False)
+    assert check.returncode == 0

@@ -39,17 +39,29 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$"
 # Every free-text type carries the PII guard (edgemetrics.pii): ids and labels refuse an
 # email, phone number, IP address or query-string URL; routes, statement fingerprints and
 # referrers are stripped of them instead, so the request or query is still counted.
+# "x-pii" in the JSON Schema tells the Worker (worker/src/validate.ts) the same policy.
 NoPii = AfterValidator(reject_pii)
-Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64), NoPii]
-Label = Annotated[str, Field(min_length=1, max_length=64), NoPii]
-Text = Annotated[str, Field(min_length=1, max_length=200), NoPii]
+_REJECT: dict[str, Any] = {"x-pii": "reject"}
+Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64, json_schema_extra=_REJECT), NoPii]
+Label = Annotated[str, Field(min_length=1, max_length=64, json_schema_extra=_REJECT), NoPii]
+Text = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=_REJECT), NoPii]
 # Field before the validator: the length rules keep their string_* names, and a before
 # validator still runs first (it wraps everything listed before it).
-Route = Annotated[str, Field(min_length=1, max_length=200), BeforeValidator(guard_route)]
-Fingerprint = Annotated[
-    str, Field(min_length=1, max_length=1000), BeforeValidator(guard_fingerprint)
+Route = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"x-pii": "route"}),
+    BeforeValidator(guard_route),
 ]
-Referrer = Annotated[str, Field(min_length=1, max_length=64), BeforeValidator(guard_referrer)]
+Fingerprint = Annotated[
+    str,
+    Field(min_length=1, max_length=1000, json_schema_extra={"x-pii": "fingerprint"}),
+    BeforeValidator(guard_fingerprint),
+]
+Referrer = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra={"x-pii": "referrer"}),
+    BeforeValidator(guard_referrer),
+]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 Millis = Annotated[float, Field(ge=0, le=7 * 24 * 3600 * 1000)]
@@ -162,7 +174,10 @@ class Audience(Visitor):
     os: Label | None = None
     os_version: Annotated[str, Field(pattern=r"^[0-9]{1,4}$")] | None = None
     referrer_source: Referrer | None = None
-    timezone: Annotated[str, Field(pattern=r"^[A-Za-z_+\-/0-9]{1,64}$"), NoPii] | None = None
+    timezone: (
+        Annotated[str, Field(pattern=r"^[A-Za-z_+\-/0-9]{1,64}$", json_schema_extra=_REJECT), NoPii]
+        | None
+    ) = None
 
 
 # --- content -------------------------------------------------------------------------
@@ -304,7 +319,9 @@ class Error(PlatformEvent):
     """An unhandled error; ``error_type`` is the exception class, never its message."""
 
     type: Literal["error"] = "error"
-    error_type: Annotated[str, Field(min_length=1, max_length=128), NoPii]
+    error_type: Annotated[
+        str, Field(min_length=1, max_length=128, json_schema_extra=_REJECT), NoPii
+    ]
     source: Label = "app"
     route: Route | None = None
 

@@ -42,11 +42,20 @@ edgemetrics.pii.PiiFound: user_id: looks like an email address; ... [pii_email]
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
-from typing import Final
-from urllib.parse import urlsplit
+import sys
+from pathlib import Path
+from typing import Any, Final
 
 from pydantic_core import PydanticCustomError
+
+# The Worker applies the same rules (worker/src/pii.ts) from this file, which
+# ``python -m edgemetrics.pii`` writes; a test fails when it is stale.
+EXPORT_PATH = Path(__file__).resolve().parents[2] / "worker" / "src" / "pii.json"
+
+# How each guarded field is treated; the event model's JSON Schema carries it as "x-pii".
+MODES: Final = ("reject", "route", "fingerprint", "referrer")
 
 RULES: Final = ("pii_email", "pii_phone", "pii_ip", "pii_url", "pii_user_agent")
 
@@ -57,7 +66,7 @@ _IPV4 = rf"(?<![0-9.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\.?[0-9])"
 # ending in an embedded IPv4 (::ffff:192.0.2.1).
 _IPV6 = (
     r"(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}"
-    r"(?:[0-9A-Fa-f]{1,4}|(?:[0-9]{1,3}\.){3}[0-9]{1,3})?(?![0-9A-Za-z:])"
+    r"(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?(?![0-9A-Za-z:.])"
 )
 _PHONE = (
     # +44 20 7946 0958, +14155552671, +1 (415) 555-2671
@@ -148,8 +157,9 @@ def _matches(value: str) -> list[tuple[int, int, str]]:
         found += [(m.start(), m.end(), "pii_phone") for m in _PHONE_RE.finditer(value)]
     if len(found) < 2:
         return found
-    # Keep the earliest of overlapping matches (an address inside a URL is one finding).
-    found.sort()
+    # Keep the earliest, then longest, of overlapping matches (an address inside a URL,
+    # or an IPv4 inside an IPv6, is one finding).
+    found.sort(key=lambda f: (f[0], -f[1], f[2]))
     out = [found[0]]
     for item in found[1:]:
         if item[0] >= out[-1][1]:
@@ -197,11 +207,27 @@ def _replace(value: str, placeholder: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _url_part(url: str, part: str) -> str:
-    try:
-        return str(getattr(urlsplit(url), part) or "")
-    except ValueError:  # e.g. an unclosed IPv6 bracket: keep nothing of it
-        return ""
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
+
+
+def _split_url(url: str) -> tuple[str, str] | None:
+    """(authority, path) of an absolute URL, or None. Split by hand, not by urllib: the
+    Worker does exactly the same in pii.ts, so both sides reduce a URL alike."""
+    match = _SCHEME.match(url)
+    if match is None:
+        return None
+    rest = url[match.end() :]
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    return rest[:cut], _QUERY_OR_FRAGMENT.split(rest[cut:], maxsplit=1)[0]
+
+
+def _host(authority: str) -> str:
+    authority = authority.rsplit("@", 1)[-1]
+    if authority.startswith("["):
+        end = authority.find("]")
+        return "" if end == -1 else authority[1:end].lower()
+    return authority.split(":", 1)[0].lower()
 
 
 def strip_route(route: str) -> str:
@@ -216,9 +242,10 @@ def strip_route(route: str) -> str:
     """
     if not route:
         return route  # pydantic reports the empty route (string_too_short)
-    if "://" in route:
-        route = _url_part(route, "path") or "/"
-    route = route.split("?", 1)[0].split("#", 1)[0] or "/"
+    parts = _split_url(route)
+    if parts is not None:
+        route = parts[1] or "/"
+    route = _QUERY_OR_FRAGMENT.split(route, maxsplit=1)[0] or "/"
     return _replace(route, _PLACEHOLDERS)
 
 
@@ -250,12 +277,11 @@ def referrer_source(value: str) -> str:
     'com.google.android.gm'
     """
     text = value
-    if "://" in text or text.startswith("//"):
-        host = _url_part(text if "://" in text else "http:" + text, "hostname").lower()
-        host = host.removeprefix("www.")
-        text = host or "(unknown)"
+    parts = _split_url("http:" + text if text.startswith("//") else text)
+    if parts is not None:
+        text = _host(parts[0]).removeprefix("www.") or "(unknown)"
     elif "?" in text or "#" in text:
-        text = text.split("?", 1)[0].split("#", 1)[0] or "(unknown)"
+        text = _QUERY_OR_FRAGMENT.split(text, maxsplit=1)[0] or "(unknown)"
     return _replace(text, _PLACEHOLDERS)
 
 
@@ -289,3 +315,34 @@ def guard_fingerprint(value: object) -> object:
 def guard_referrer(value: object) -> object:
     """Pydantic before-validator for ``referrer_source``: see :func:`referrer_source`."""
     return referrer_source(value)[:64] if isinstance(value, str) else value
+
+
+def export() -> dict[str, Any]:
+    """The patterns, pre-checks and placeholders as JSON data for the Worker."""
+    return {
+        "email": _EMAIL,
+        "url": _URL,
+        "ipv4": _IPV4,
+        "ipv6_candidate": _IPV6,
+        "phone": _PHONE,
+        "phone_min_digits": _PHONE_MIN_DIGITS,
+        "user_agent": _USER_AGENT,
+        "messages": _MESSAGES,
+        "advice": _ADVICE,
+        "placeholders": _PLACEHOLDERS,
+        "modes": list(MODES),
+    }
+
+
+def export_json() -> str:
+    """:func:`export` as the text of ``worker/src/pii.json``."""
+    return json.dumps(export(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # python -m edgemetrics.pii [--check]
+    text = export_json()
+    if "--check" in sys.argv:
+        current = EXPORT_PATH.read_text() if EXPORT_PATH.exists() else ""
+        sys.exit(0 if current == text else 1)
+    EXPORT_PATH.write_text(text)
+    print(f"wrote {EXPORT_PATH}")
