@@ -281,3 +281,73 @@ async def _atraffic(http: httpx.AsyncClient, n: int) -> None:
         r = await http.get("/search", params={"q": EMAIL}, headers=headers)
         assert r.is_success
         assert (await http.get(f"/users/{EMAIL}/profile", headers=headers)).status_code == 404
+
+
+def test_the_worker_in_workerd_stores_no_personal_data(workspace: Path) -> None:
+    """The same host workload shipped to the Worker (workerd via Miniflare), plus browser
+    requests to ``/v1/collect`` carrying an IP, a user agent, an email in the page URL and
+    in the referrer, and personal data in ids: the recorded AE data points hold none."""
+    from worker_process import recorded_points, running_worker
+
+    origin = "https://app.example.com"
+    with running_worker(SECRET, origins=origin) as worker_url:
+        recorded_points(worker_url)
+        edgemetrics.configure(
+            url=worker_url + "v1/batch",
+            secret=SECRET,
+            pseudonymizer=workspace / "keys.sqlite3",
+            flush_interval=0.05,
+            health_interval=None,
+        )
+        transport = httpx.ASGITransport(app=host_app())
+
+        async def run() -> None:
+            async with httpx.AsyncClient(transport=transport, base_url="http://platform") as http:
+                await _atraffic(http, 4)
+
+        asyncio.run(run())
+        assert edgemetrics.flush()
+        browser = {
+            "origin": origin,
+            "user-agent": UA,
+            "cf-connecting-ip": IPV4,
+            "x-forwarded-for": f"{IPV4}, {IPV6}",
+            "content-type": "text/plain;charset=UTF-8",
+        }
+        media = {"type": "view", "content_type": "video", "position": 0, "media_duration": 60}
+        body = {
+            "events": [
+                {**media, "content_id": "video-1", "creator_id": "creator-7"},
+                {**media, "content_id": EMAIL},  # refused: pii_email
+                {**media, "content_id": "video-2", "timezone": PHONE},  # refused: pii_phone
+            ],
+            "url": f"{origin}/watch/video-1?email={EMAIL}&phone={PHONE}",
+            "referrer": REFERER,
+        }
+        answer = httpx.post(worker_url + "v1/collect", json=body, headers=browser, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert [e["errors"][0]["rule"] for e in answer.json()["rejected"]] == [
+            "pii_email",
+            "pii_phone",
+        ]
+        # Purchases are durable (spooled) only with a spool; here they went straight out.
+        deadline = time.monotonic() + 20
+        data = recorded_points(worker_url, reset=False)
+        while (
+            sum(p["dataset"] == "edgemetrics_commerce" for p in data["points"]) < 4
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+            data = recorded_points(worker_url, reset=False)
+    edgemetrics.shutdown()
+
+    points = data["points"]
+    content = [p for p in points if p["dataset"] == "edgemetrics_content"]
+    # 4 server views and 1 browser view; user ids are pseudonyms, referrers are hosts.
+    assert len(content) == 5
+    assert {p["blobs"][13] for p in content} == {"mail.example.net"}
+    server_users = {p["blobs"][5] for p in content if p["blobs"][5]}
+    assert len(server_users) == 2 and all(u.startswith("k1-") for u in server_users)
+    assert sum(p["dataset"] == "edgemetrics_commerce" for p in points) == 4
+    recorded = repr(points).encode()
+    assert [n for n in NEEDLES if n.encode() in recorded] == []
