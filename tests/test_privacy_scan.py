@@ -1,10 +1,10 @@
 """No personal data stored anywhere: a realistic workload with IPs, emails, phone numbers
 and user agents in its inputs goes through the middleware, the decorators and track(),
-the exporter, the spool and a real collector over loopback HTTP into a DuckDB file; then
-every stored byte (store, spool, key store, captured logs) is scanned.
-
-Not covered here (they live on issue 5's branch): the browser tracker in Chromium and the
-Worker in workerd.
+the exporter, the spool, and the local collector (``/v1/batch`` and the browser path
+``/v1/collect``) over loopback HTTP into a DuckDB file, then every stored byte (store,
+spool, key store, captured logs) is scanned; the same host workload and browser requests go
+to the Worker in workerd, whose recorded data points are scanned. The tracker in Chromium
+is scanned by ``worker/test/privacy.test.mjs`` (``npm test``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from starlette.routing import Route
 
 import edgemetrics
 from edgemetrics.asgi import EdgeMetricsMiddleware
+from edgemetrics.collect import CollectSettings
+from edgemetrics.collect import routes as collect_routes
 from edgemetrics.collector import CollectorSettings, create_collector_app
 from edgemetrics.decorators import track_purchase
 from edgemetrics.events import DbQuery, Error, InvalidEvent, Job, View
@@ -37,6 +39,7 @@ from edgemetrics.store import DATASETS, EmbeddedStore
 from edgemetrics.wire import decode_body
 
 SECRET = "scan-secret"
+ORIGIN = "https://app.example.com"
 EMAIL = "ada.lovelace@example.com"
 PHONE = "+14155552671"
 IPV4 = "203.0.113.77"
@@ -74,7 +77,12 @@ class CollectorThread:
     """The real collector app under uvicorn on a loopback port, in a thread."""
 
     def __init__(self, store: EmbeddedStore, keys: PrivacyStore, port: int) -> None:
-        app = create_collector_app(store, settings=CollectorSettings(secret=SECRET, privacy=keys))
+        browser = CollectSettings(allowed_origins=(ORIGIN,), trust_proxy_headers=True)
+        app = create_collector_app(
+            store,
+            settings=CollectorSettings(secret=SECRET, privacy=keys),
+            extra_routes=collect_routes(store, browser),
+        )
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", access_log=False
         )
@@ -205,11 +213,33 @@ def test_no_personal_data_reaches_any_stored_byte(
     with CollectorThread(store, collector_keys, port):
         asyncio.run(run(6))
         assert edgemetrics.flush()
+        # Browsers to the local collector's /v1/collect (behind a proxy that sets the IP).
+        browser = {
+            "origin": ORIGIN,
+            "user-agent": UA,
+            "cf-connecting-ip": IPV4,
+            "x-forwarded-for": f"{IPV4}, {IPV6}",
+            "content-type": "text/plain;charset=UTF-8",
+        }
+        media = {"type": "view", "content_type": "video", "position": 0, "media_duration": 60}
+        body = {
+            "events": [
+                {**media, "content_id": "video-b", "creator_id": "creator-7"},
+                {**media, "content_id": EMAIL},
+            ],
+            "url": f"{ORIGIN}/watch/video-b?email={EMAIL}&phone={PHONE}",
+            "referrer": REFERER,
+        }
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/collect", json=body, headers=browser, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+        assert [r["errors"][0]["rule"] for r in answer.json()["rejected"]] == ["pii_email"]
         # Purchases are durable: spooled on the handler's thread, replayed from the spool.
         deadline = time.monotonic() + 20
         while any(
-            store.query(f"SELECT count(*) AS n FROM edgemetrics_{family}")[0]["n"] < 6
-            for family in ("content", "commerce")
+            store.query(f"SELECT count(*) AS n FROM edgemetrics_{family}")[0]["n"] < n
+            for family, n in (("content", 7), ("commerce", 6))
         ):
             assert time.monotonic() < deadline, "phase 1 events did not all arrive"
             time.sleep(0.05)
@@ -225,9 +255,9 @@ def test_no_personal_data_reaches_any_stored_byte(
     # Behaviour a user notices: the views, purchases, API calls and queries are counted,
     # user ids are pseudonyms, referrers are hosts, routes are templates.
     views = store.query("SELECT blob6 AS u, blob14 AS ref FROM edgemetrics_content")
-    assert len(views) == 6
+    assert len(views) == 7  # 6 from the host app, 1 from the browser
     assert {r["ref"] for r in views} == {"mail.example.net"}
-    pseudonyms = {r["u"] for r in views}
+    pseudonyms = {r["u"] for r in views if r["u"]}
     assert len(pseudonyms) == 2 and all(p.startswith("k1-") for p in pseudonyms)
     assert store.query("SELECT count(*) AS n FROM edgemetrics_commerce")[0]["n"] == 6
     routes = {r["r"] for r in store.query("SELECT blob6 AS r FROM edgemetrics_platform")}
