@@ -138,9 +138,7 @@ class PrivacyStore:
         with self._transaction() as con:
             row = con.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
             if row is None:
-                con.execute(
-                    "INSERT INTO meta VALUES ('lookup_key', ?)", (secrets.token_bytes(32),)
-                )
+                con.execute("INSERT INTO meta VALUES ('lookup_key', ?)", (secrets.token_bytes(32),))
                 row = con.execute("SELECT value FROM meta WHERE key = 'lookup_key'").fetchone()
         self._lookup_key: bytes = bytes(row[0])
 

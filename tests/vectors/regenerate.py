@@ -281,7 +281,9 @@ BATCH_CASES: dict[str, list[Any]] = {
             "event_id": EID[68],
             "timestamp": T0,
             "duration_ms": 1,
-            "fingerprint": "SELECT id FROM users WHERE email = 'ada@example.com' AND ip = '::ffff:10.0.0.1'",
+            "fingerprint": (
+                "SELECT id FROM users WHERE email = 'ada@example.com' AND ip = '::ffff:10.0.0.1'"
+            ),
         },
         {
             "type": "job",
