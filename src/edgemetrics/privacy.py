@@ -593,3 +593,36 @@ def drop_opted_out_points(
             continue
         kept.append(point)
     return kept, dropped
+
+
+def _configured_store() -> PrivacyStore:
+    import edgemetrics
+
+    client = edgemetrics.get_client()
+    if client is None:
+        raise RuntimeError("edgemetrics.privacy: call edgemetrics.configure() first")
+    return client.pseudonymizer.store
+
+
+def opt_out(user_id: str) -> None:
+    """Record ``user_id``'s objection in the configured client's key store: their events
+    are dropped before export from the next batch on (e.g. from an account-settings page).
+
+    >>> import edgemetrics
+    >>> from edgemetrics.events import View
+    >>> from edgemetrics.sinks import MemorySink
+    >>> sink = MemorySink()
+    >>> client = edgemetrics.configure(sink=sink, flush_interval=0.05)
+    >>> opt_out("u-5")
+    >>> edgemetrics.track(View(content_id="v1", user_id="u-5"))
+    >>> edgemetrics.flush(), sink.events, client.counters.dropped_opted_out
+    (True, [], 1)
+    >>> opt_in("u-5")
+    >>> edgemetrics.shutdown()
+    """
+    _configured_store().opt_out(user_id)
+
+
+def opt_in(user_id: str) -> None:
+    """Withdraw ``user_id``'s opt-out in the configured client's key store."""
+    _configured_store().opt_in(user_id)
