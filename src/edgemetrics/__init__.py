@@ -22,6 +22,7 @@ from typing import Any
 from edgemetrics import events
 from edgemetrics.client import Batch, Client, Sink
 from edgemetrics.events import Event, InvalidEvent, parse_event
+from edgemetrics.privacy import Pseudonymizer
 
 __all__ = [
     "Batch",
@@ -49,6 +50,7 @@ def configure(
     store_path: str | Path | None = None,
     url: str | None = None,
     secret: str | None = None,
+    pseudonymizer: Pseudonymizer | str | Path | None = None,
     **options: Any,
 ) -> Client:
     """Set up the process-wide client.
@@ -58,8 +60,18 @@ def configure(
     Options go to :class:`edgemetrics.client.Client` (``flush_interval``, ``max_batch``,
     ``spool`` (a directory), ...). Calling it again replaces the client after flushing the
     old one.
+
+    ``pseudonymizer`` is the privacy key store (:mod:`edgemetrics.privacy`): a
+    :class:`~edgemetrics.privacy.Pseudonymizer` or the path of its SQLite file, shared by
+    the host's processes. User ids are always pseudonymised on the exporter thread before
+    they leave the process; without a key store the key lives in memory and pseudonyms are
+    stable for this process's life only.
     """
     global _client
+    if pseudonymizer is not None and not isinstance(pseudonymizer, Pseudonymizer):
+        pseudonymizer = Pseudonymizer(pseudonymizer)
+    if pseudonymizer is not None:
+        options["pseudonymizer"] = pseudonymizer
     if sink is None and url is not None:
         from edgemetrics.http_sink import HttpSink
 
@@ -69,10 +81,12 @@ def configure(
     if sink is None:
         if store_path is None:
             raise ValueError("configure: give sink=, url= and secret=, or store_path=")
+        from edgemetrics.retention import Retention
         from edgemetrics.sinks import StoreSink
         from edgemetrics.store import EmbeddedStore
 
-        sink = StoreSink(EmbeddedStore(store_path), close_store=True)
+        # This process owns the store: it enforces retention (90 days raw, 2 years rollups).
+        sink = StoreSink(EmbeddedStore(store_path, retention=Retention()), close_store=True)
     with _lock:
         old, _client = _client, Client(sink, **options)
     if old is not None:

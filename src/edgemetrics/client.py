@@ -33,6 +33,7 @@ from typing import Any
 from edgemetrics.batch import Batch, BatchRejected, Sink, SinkError, new_batch_id
 from edgemetrics.events import EVENT_TYPES, Event, PipelineHealth
 from edgemetrics.exporter import Exporter, RetryPolicy
+from edgemetrics.privacy import Pseudonymizer
 from edgemetrics.selfmon import Counters, health_event
 from edgemetrics.spool import Spool, SpoolError
 from edgemetrics.wire import encode_body, gzip_body
@@ -81,6 +82,7 @@ class Client:
         health_interval: float | None = 60.0,
         source: str = "exporter",
         max_in_flight: int = 4,
+        pseudonymizer: Pseudonymizer | None = None,
     ) -> None:
         if not 1 <= max_batch <= 250:
             raise ValueError("max_batch: must be between 1 and 250 (AE's per-invocation limit)")
@@ -101,6 +103,9 @@ class Client:
         self.health_interval = health_interval
         self.source = source
         self.spool = spool if isinstance(spool, Spool) or spool is None else Spool(spool)
+        # User ids never leave the process as given. Without a configured key store the
+        # pseudonyms are stable for this process's life only (an in-memory key).
+        self.pseudonymizer = pseudonymizer if pseudonymizer is not None else Pseudonymizer()
         self.counters = Counters()
         self._pid = os.getpid()
         self._closed = False
@@ -164,6 +169,11 @@ class Client:
         if spool is None:
             self.track(event)
             return False
+        # This path serialises on the caller's thread, so pseudonymise here too.
+        prepared = self.prepare([event])
+        if not prepared:
+            return False
+        event = prepared[0]
         batch_id = new_batch_id()
         try:
             spool.put(
@@ -186,6 +196,28 @@ class Client:
         self.counters.add(tracked=1, durable_events=1)
         self._exporter.spool_has_work()
         return True
+
+    def prepare(self, events: list[Event]) -> list[Event]:
+        """What may leave the process: user ids pseudonymised, opted-out users' events
+        dropped (counted in ``dropped_opted_out``). Runs on the exporter thread."""
+        if not events:
+            return events
+        try:
+            kept, dropped = self.pseudonymizer.apply(events)
+        except Exception as exc:  # never export raw ids because the key store failed
+            with_user = sum(1 for e in events if getattr(e, "user_id", None) is not None)
+            kept = [e for e in events if getattr(e, "user_id", None) is None]
+            dropped = 0
+            self.counters.add(dropped_invalid=with_user)
+            log.error(
+                "edgemetrics: privacy key store unavailable (%s); dropped %d events with a "
+                "user id rather than send it unpseudonymised",
+                type(exc).__name__,
+                with_user,
+            )
+        if dropped:
+            self.counters.add(dropped_opted_out=dropped)
+        return kept
 
     # --- control -----------------------------------------------------------------
 
@@ -212,6 +244,7 @@ class Client:
         if self.spool is not None:
             self.spool.close()
         self.sink.close()
+        self.pseudonymizer.close()
 
     def health(self) -> PipelineHealth:
         """A ``PipelineHealth`` snapshot of this process's pipeline.
@@ -247,6 +280,7 @@ class Client:
         self.counters.reset_after_fork()
         if self.spool is not None:
             self.spool.reopen_after_fork()
+        self.pseudonymizer.reset_after_fork()
         reset = getattr(self.sink, "reset_after_fork", None)
         if callable(reset):
             reset()

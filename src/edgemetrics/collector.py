@@ -54,6 +54,7 @@ from edgemetrics.batch import new_batch_id
 from edgemetrics.columnar import Columns, encode_batch
 from edgemetrics.events import EVENT_TYPES, InvalidEvent, parse_event
 from edgemetrics.layout import MAX_POINTS_PER_INVOCATION, DataPoint, LayoutLimitError, encode
+from edgemetrics.privacy import drop_opted_out_columns
 from edgemetrics.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 from edgemetrics.spool import Spool, SpoolError
 from edgemetrics.store import columns_to_arrow
@@ -66,6 +67,7 @@ from edgemetrics.wire import (
 )
 
 if TYPE_CHECKING:
+    from edgemetrics.privacy import PrivacyStore
     from edgemetrics.store import EmbeddedStore
 
 log = logging.getLogger("edgemetrics")
@@ -88,6 +90,8 @@ class CollectorSettings:
     remembered_batches: int = 200_000
     # Where accepted batches wait for the store (default: beside it, ``<store>.journal``).
     journal_dir: Path | None = None
+    # The privacy key store shared with the senders: opted-out users' events are dropped.
+    privacy: PrivacyStore | None = None
 
 
 @dataclass
@@ -343,6 +347,7 @@ class BatchEndpoint:
             "encode_ms": 0.0,
             "store_wait_ms": 0.0,
             "journal_writes": 0,
+            "opted_out": 0,
         }
 
     async def __call__(self, request: Request) -> Response:
@@ -431,6 +436,10 @@ class BatchEndpoint:
             return _answer(status, batch_id, 0, [], duplicate=True)
         started = time.perf_counter()
         columns, rejected = await run_in_threadpool(encode_batch, raw_events)
+        opted_out = 0
+        if self.settings.privacy is not None and columns.count:
+            # Answered as accepted (the sender must not retry them), never stored.
+            opted_out = drop_opted_out_columns(columns, self.settings.privacy)
         encoded = time.perf_counter()
         if columns.count:
             try:
@@ -442,13 +451,14 @@ class BatchEndpoint:
         self.seen.add(batch_id)
         with self._stats_lock:
             self.stats["batches"] += 1
-            self.stats["accepted"] += columns.count
+            self.stats["accepted"] += columns.count + opted_out
             self.stats["rejected"] += len(rejected)
+            self.stats["opted_out"] += opted_out
             self.stats["inserted"] = self.journal.inserted
             self.stats["encode_ms"] += (encoded - started) * 1000.0
             self.stats["store_wait_ms"] += (time.perf_counter() - encoded) * 1000.0
             self.stats["journal_writes"] = self.journal.journal_writes
-        return _answer(status, batch_id, columns.count, rejected, duplicate=False)
+        return _answer(status, batch_id, columns.count + opted_out, rejected, duplicate=False)
 
 
 def _shape_error(data: Any) -> str | None:

@@ -21,7 +21,9 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -30,12 +32,36 @@ from pydantic import (
 )
 
 from edgemetrics.currencies import ISO_4217
+from edgemetrics.pii import guard_fingerprint, guard_referrer, guard_route, reject_pii
 
 # Ids: opaque, printable, short enough to fit AE's 96-byte index with room to spare.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$"
-Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
-Label = Annotated[str, Field(min_length=1, max_length=64)]
-Text = Annotated[str, Field(min_length=1, max_length=200)]
+# Every free-text type carries the PII guard (edgemetrics.pii): ids and labels refuse an
+# email, phone number, IP address or query-string URL; routes, statement fingerprints and
+# referrers are stripped of them instead, so the request or query is still counted.
+# "x-pii" in the JSON Schema tells the Worker (worker/src/validate.ts) the same policy.
+NoPii = AfterValidator(reject_pii)
+_REJECT: dict[str, Any] = {"x-pii": "reject"}
+Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64, json_schema_extra=_REJECT), NoPii]
+Label = Annotated[str, Field(min_length=1, max_length=64, json_schema_extra=_REJECT), NoPii]
+Text = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=_REJECT), NoPii]
+# Field before the validator: the length rules keep their string_* names, and a before
+# validator still runs first (it wraps everything listed before it).
+Route = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"x-pii": "route"}),
+    BeforeValidator(guard_route),
+]
+Fingerprint = Annotated[
+    str,
+    Field(min_length=1, max_length=1000, json_schema_extra={"x-pii": "fingerprint"}),
+    BeforeValidator(guard_fingerprint),
+]
+Referrer = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra={"x-pii": "referrer"}),
+    BeforeValidator(guard_referrer),
+]
 Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 Seconds = Annotated[float, Field(ge=0, le=7 * 24 * 3600)]
 Millis = Annotated[float, Field(ge=0, le=7 * 24 * 3600 * 1000)]
@@ -148,8 +174,11 @@ class Audience(Visitor):
     browser_version: Annotated[str, Field(pattern=r"^[0-9]{1,4}$")] | None = None
     os: Label | None = None
     os_version: Annotated[str, Field(pattern=r"^[0-9]{1,4}$")] | None = None
-    referrer_source: Label | None = None
-    timezone: Annotated[str, Field(pattern=r"^[A-Za-z_+\-/0-9]{1,64}$")] | None = None
+    referrer_source: Referrer | None = None
+    timezone: (
+        Annotated[str, Field(pattern=r"^[A-Za-z_+\-/0-9]{1,64}$", json_schema_extra=_REJECT), NoPii]
+        | None
+    ) = None
 
 
 # --- content -------------------------------------------------------------------------
@@ -238,7 +267,7 @@ class ApiCall(PlatformEvent):
 
     type: Literal["api_call"] = "api_call"
     method: Annotated[str, Field(pattern=r"^[A-Z]{1,16}$")]
-    route: Annotated[str, Field(min_length=1, max_length=200)]
+    route: Route
     status_code: Annotated[int, Field(ge=100, le=599)]
     duration_ms: Millis
     response_bytes: Count = 0
@@ -280,7 +309,7 @@ class DbQuery(PlatformEvent):
     """``fingerprint`` is the statement with literals removed: never user data."""
 
     type: Literal["db_query"] = "db_query"
-    fingerprint: Annotated[str, Field(min_length=1, max_length=1000)]
+    fingerprint: Fingerprint
     operation: Annotated[str, Field(pattern=r"^[A-Z]{1,16}$")] = "OTHER"
     duration_ms: Millis
     rows: Count = 0
@@ -291,9 +320,11 @@ class Error(PlatformEvent):
     """An unhandled error; ``error_type`` is the exception class, never its message."""
 
     type: Literal["error"] = "error"
-    error_type: Annotated[str, Field(min_length=1, max_length=128)]
+    error_type: Annotated[
+        str, Field(min_length=1, max_length=128, json_schema_extra=_REJECT), NoPii
+    ]
     source: Label = "app"
-    route: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    route: Route | None = None
 
 
 # --- pipeline ------------------------------------------------------------------------

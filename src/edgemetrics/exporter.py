@@ -193,17 +193,28 @@ class Exporter:
 
     def _take(self) -> list[Event]:
         buffer = self.client._buffer
-        n = min(len(buffer), self.client.max_batch)
-        out = []
-        for _ in range(n):
-            try:
-                out.append(buffer.popleft())
-            except IndexError:
-                break
-        if out:
+        while True:
+            n = min(len(buffer), self.client.max_batch)
+            out = []
+            for _ in range(n):
+                try:
+                    out.append(buffer.popleft())
+                except IndexError:
+                    break
+            if not out:
+                return out
             # Counted here, off the caller's thread: events_in = what left the buffer.
             self.client.counters.add(tracked=len(out))
-        return out
+            # In flight before the privacy step (it may touch the key store), so a
+            # concurrent flush() never sees an empty buffer and nothing in flight.
+            with self._idle:
+                self._in_flight = out
+            kept = self.client.prepare(out)
+            if kept:
+                return kept
+            with self._idle:
+                self._in_flight = []
+                self._idle.notify_all()
 
     def _take_all(self) -> list[Event]:
         buffer = self.client._buffer
@@ -212,7 +223,7 @@ class Exporter:
             try:
                 out.append(buffer.popleft())
             except IndexError:
-                return out
+                return self.client.prepare(out)
 
     def _batches(self, events: list[Event]) -> list[Batch]:
         """Serialise; split in halves while a body would pass ``max_batch_bytes``."""

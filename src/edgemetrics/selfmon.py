@@ -47,6 +47,8 @@ class Counters:
     dropped_spool_error: int = 0
     dropped_invalid: int = 0
     dropped_retries_exhausted: int = 0
+    # Not a loss: events of users who opted out, dropped on purpose before export.
+    dropped_opted_out: int = 0
     spool_errors: int = 0
     export_latency_ms_total: float = 0.0
     export_latency_samples: int = 0
@@ -80,6 +82,7 @@ class Counters:
             "spool_error": self.dropped_spool_error,
             "invalid": self.dropped_invalid,
             "retries_exhausted": self.dropped_retries_exhausted,
+            "opted_out": self.dropped_opted_out,
         }
 
     def reset_after_fork(self) -> None:

@@ -38,6 +38,11 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         help="environment variable holding the shared signing secret",
     )
     parser.add_argument("--log-level", default="warning", help="uvicorn's log level")
+    parser.add_argument(
+        "--privacy-keys",
+        default=None,
+        help="the privacy key store shared with the senders: opted-out users' events are dropped",
+    )
     parser.set_defaults(func=run)
 
 
@@ -65,8 +70,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    store = EmbeddedStore(args.store)
-    settings = CollectorSettings(secret=secret)
+    from edgemetrics.retention import Retention
+
+    # The collector owns the store: it enforces retention (90 days raw, 2 years rollups).
+    store = EmbeddedStore(args.store, retention=Retention())
+    privacy = None
+    if args.privacy_keys:
+        from edgemetrics.privacy import PrivacyStore
+
+        privacy = PrivacyStore(args.privacy_keys)
+    settings = CollectorSettings(secret=secret, privacy=privacy)
     app = create_collector_app(
         store,
         settings=settings,

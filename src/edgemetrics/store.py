@@ -22,13 +22,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
 from edgemetrics.events import FAMILIES
 from edgemetrics.layout import MAX_BLOBS, MAX_DOUBLES, DataPoint, dataset_name
+
+if TYPE_CHECKING:
+    from edgemetrics.retention import Retention
 
 DATASETS: tuple[str, ...] = tuple(dataset_name(f) for f in FAMILIES)
 
@@ -60,8 +63,12 @@ def _ddl(table: str) -> str:
 class EmbeddedStore:
     """A DuckDB file holding every dataset; thread-safe for one owning process."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, read_only: bool = False, retention: Retention | None = None
+    ) -> None:
         self.path = Path(path)
+        # Deletes expired rows after writes (edgemetrics.retention); None keeps everything.
+        self.retention = retention
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
         self._con.execute("SET TimeZone = 'UTC'").fetchall()
@@ -103,6 +110,8 @@ class EmbeddedStore:
                 finally:
                     cur.unregister("_em_batch")
                 inserted += int(result[0][0]) if result else 0
+        if self.retention is not None:
+            self.retention.maybe_enforce(self)
         return inserted
 
     def write_columns(self, dataset: str, columns: dict[str, list[Any]]) -> int:

@@ -235,6 +235,90 @@ BATCH_CASES: dict[str, list[Any]] = {
             -1.5,
         )
     ],
+    # The PII guard (edgemetrics.pii / worker/src/pii.ts): refused in ids and labels,
+    # stripped from routes, fingerprints and referrers.
+    "batch_pii": [
+        {
+            "type": "view",
+            "event_id": EID[80],
+            "timestamp": T0,
+            "content_id": "v",
+            "user_id": "ada@example.com",
+        },
+        {
+            "type": "view",
+            "event_id": EID[81],
+            "timestamp": T0,
+            "content_id": "v",
+            "session_id": "203.0.113.7",
+            "city": "call (415) 555-2671",
+        },
+        {
+            "type": "view",
+            "event_id": EID[82],
+            "timestamp": T0,
+            "content_id": "2001:db8::7",
+            "browser": "Mozilla/5.0 (X11; Linux x86_64)",
+            "os": "see https://x.example/?u=1",
+        },
+        {
+            "type": "view",
+            "event_id": EID[83],
+            "timestamp": T0,
+            "content_id": "v",
+            "creator_id": "order-4155552671",
+            "timezone": "Europe/Paris",
+            "referrer_source": "https://www.google.com/search?q=ada%40example.com&x=" + "y" * 80,
+        },
+        {
+            "type": "view",
+            "event_id": EID[84],
+            "timestamp": T0,
+            "content_id": "v",
+            "referrer_source": "http://192.168.1.20:8080/admin",
+        },
+        {
+            "type": "api_call",
+            "event_id": EID[85],
+            "timestamp": T0,
+            "method": "GET",
+            "route": "https://api.example.com/users/ada@example.com/calls?from=203.0.113.7#x",
+            "status_code": 404,
+            "duration_ms": 3,
+        },
+        {
+            "type": "error",
+            "event_id": EID[86],
+            "timestamp": T0,
+            "error_type": "KeyError",
+            "route": "/callers/+44 20 7946 0958?x=1",
+        },
+        {"type": "error", "event_id": EID[87], "timestamp": T0, "error_type": "ada@example.com"},
+        {
+            "type": "db_query",
+            "event_id": EID[88],
+            "timestamp": T0,
+            "duration_ms": 1,
+            "fingerprint": (
+                "SELECT id FROM users WHERE email = 'ada@example.com' AND ip = '::ffff:10.0.0.1'"
+            ),
+        },
+        {
+            "type": "job",
+            "event_id": EID[89],
+            "timestamp": T0,
+            "duration_ms": 1,
+            "job_name": "notify 12:30:45 v1.2.3",
+        },
+        {
+            "type": "purchase",
+            "event_id": EID[90],
+            "timestamp": T0,
+            "amount_minor": 1,
+            "currency": "EUR",
+            "transaction_id": "user@tenant",
+        },
+    ],
     "batch_rejections": [
         {"type": "view", "event_id": EID[30], "timestamp": T0},
         {"type": "view", "event_id": EID[31], "timestamp": T0, "content_id": "v", "colour": "red"},
@@ -488,6 +572,25 @@ COLLECT_CASES: dict[str, dict[str, Any]] = {
             _req(NOW, None, raw='{"events": 5}'),
             _req(NOW, [_media("view")] * 51),
             _req(NOW, None, raw=json.dumps({"events": [_media("view")], "pad": "x" * 17000})),
+        ],
+    },
+    # Personal data from a page: in ids (refused), in the page URL and referrer (never
+    # kept: the referrer becomes a source), in the headers (IP and UA only hashed).
+    "collect_pii": {
+        "salts": {"2026-11-25": "44" * 32},
+        "requests": [
+            _req(
+                NOW,
+                [
+                    _media("view", "ada@example.com"),
+                    _media("view", "video-1", creator_id="415-555-2671"),
+                    _media("view", "video-2", timezone="+14155552671"),
+                    _media("view", "video-3"),
+                ],
+                ip="203.0.113.7",
+                url=ORIGIN + "/watch/video-1?email=ada@example.com&phone=+14155552671",
+                referrer="https://mail.example.net/inbox?to=ada@example.com&ip=203.0.113.7",
+            ),
         ],
     },
 }

@@ -2,6 +2,7 @@
 // same lax coercions pydantic applies to JSON input, so that the Worker and the Python
 // collector accept, normalise and reject exactly the same events (tests/vectors proves it).
 import layout from "./layout.json";
+import { findPii, piiMessage, stripFor } from "./pii";
 
 export interface FieldError {
   field: string;
@@ -182,8 +183,12 @@ function compile(schema: Schema, root: Schema): Check {
       if (schema.format === "date-time") return parseDatetime;
       const { minLength, maxLength } = schema;
       const pattern = schema.pattern !== undefined ? regex(schema.pattern) : null;
+      // The PII guard (pii.ts): strip modes run before the checks, "reject" after them.
+      const pii: string | undefined = schema["x-pii"];
+      const strip = pii !== undefined && pii !== "reject" ? pii : undefined;
       return (value) => {
         if (typeof value !== "string") return new Invalid("string_type", "Input should be a valid string");
+        if (strip !== undefined) value = stripFor(strip, value);
         // A string has between length/2 and length code points: count them only when the
         // UTF-16 length alone cannot settle the limits.
         if ((maxLength !== undefined && value.length > maxLength) || (minLength !== undefined && value.length < 2 * minLength)) {
@@ -194,6 +199,10 @@ function compile(schema: Schema, root: Schema): Check {
           if (maxLength !== undefined && length > maxLength) return new Invalid("string_too_long", `String should have at most ${maxLength} characters`);
         }
         if (pattern !== null && !pattern.test(value)) return new Invalid("string_pattern_mismatch", `String should match pattern '${schema.pattern}'`);
+        if (pii === "reject") {
+          const rule = findPii(value);
+          if (rule !== null) return new Invalid(rule, piiMessage(rule));
+        }
         return value;
       };
     }
