@@ -6,12 +6,12 @@ import json
 
 import pytest
 from hypothesis import given, settings
+from strategies import any_event_dict
 
 from edgemetrics import layout
 from edgemetrics.client import Batch
 from edgemetrics.events import EVENT_TYPES, FAMILIES, ApiCall, DbQuery, View, parse_event
 from edgemetrics.sinks import encode_batch
-from tests.strategies import any_event_dict
 
 
 def test_export_file_is_in_sync_with_the_declaration() -> None:

@@ -16,6 +16,7 @@ from edgemetrics.asgi import UNMATCHED_ROUTE, EdgeMetricsMiddleware
 from edgemetrics.client import Batch, Client
 from edgemetrics.decorators import track_purchase
 from edgemetrics.events import ApiCall, View
+from edgemetrics.exporter import RetryPolicy
 from edgemetrics.sinks import MemorySink, StoreSink
 from edgemetrics.store import EmbeddedStore
 
@@ -56,13 +57,19 @@ def test_batches_never_exceed_max_batch() -> None:
     client.close()
 
 
-def test_a_failing_sink_hands_the_batch_to_the_failure_hook() -> None:
+def test_without_a_spool_a_failing_sink_is_retried_then_the_batch_goes_to_the_hook() -> None:
     failed: list[Batch] = []
-    client = Client(FailingSink(), flush_interval=0.05, on_failure=lambda b, e: failed.append(b))
+    client = Client(
+        FailingSink(),
+        flush_interval=0.05,
+        retry=RetryPolicy(base=0.01, cap=0.02, max_attempts=3),
+        on_failure=lambda b, e: failed.append(b),
+    )
     client.track(View(content_id="v1"))
     assert client.flush()
     assert [e.content_id for b in failed for e in b.events] == ["v1"]
-    assert client.counters.failed_batches == 1
+    assert client.counters.retries == 2  # three attempts in all
+    assert client.counters.dropped_retries_exhausted == 1
     client.close()
 
 

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "edgemetrics.demo.command",
     "edgemetrics.layout_command",
+    "edgemetrics.privacy_command",
+    "edgemetrics.serve_command",
+    "edgemetrics.spool_command",
 )
 
 

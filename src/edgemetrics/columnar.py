@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from edgemetrics import pii
 from edgemetrics.currencies import ISO_4217
 from edgemetrics.events import EVENT_TYPES, InvalidEvent, new_event_id, parse_event
 from edgemetrics.layout import (
@@ -68,7 +69,21 @@ BLOB_COLUMNS = tuple(f"blob{i}" for i in range(1, MAX_BLOBS + 1))
 DOUBLE_COLUMNS = tuple(f"double{i}" for i in range(1, MAX_DOUBLES + 1))
 
 
+# The PII guard (edgemetrics.pii): a value it would refuse or change goes to the slow path,
+# which refuses it with the rule's name or stores the stripped value.
+_PII_UNCHANGED: dict[str, Check] = {
+    "reject": lambda v: pii.find(v) is None,
+    "route": lambda v: pii.strip_route(v) == v,
+    "fingerprint": lambda v: pii.strip_fingerprint(v) == v,
+    "referrer": lambda v: pii.referrer_source(v) == v,
+}
+
+
 def _one_check(schema: Mapping[str, Any]) -> Check:
+    if "x-pii" in schema:
+        base = _one_check({k: v for k, v in schema.items() if k != "x-pii"})
+        clean = _PII_UNCHANGED[schema["x-pii"]]
+        return lambda v: base(v) and clean(v)
     unknown = set(schema) - _KNOWN_KEYWORDS
     if unknown:  # a rule this path cannot check: fail loudly at import, never diverge
         raise AssertionError(f"columnar fast path: unsupported schema keywords {unknown}")
