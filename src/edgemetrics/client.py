@@ -20,13 +20,15 @@ True
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgemetrics.events import Event
 
@@ -53,6 +55,19 @@ class Sink(Protocol):
 
 
 FailureHook = Callable[[Batch, BaseException], None]
+
+
+class RawBuilder(Protocol):
+    """Turns raw records into events on the exporter thread (see :meth:`Client.track_raw`).
+
+    ``build`` gets the whole record (whose first item is the builder itself) and returns
+    the event, or None when it kept the record for an aggregate. ``drain`` returns the
+    aggregates that are complete; ``force`` (flush, close) asks for all of them.
+    """
+
+    def build(self, record: tuple[Any, ...]) -> Event | None: ...
+
+    def drain(self, force: bool) -> list[Event]: ...
 
 
 @dataclass
@@ -88,13 +103,31 @@ class Client:
         self.max_buffer = max_buffer
         self.on_failure = on_failure
         self.counters = Counters()
-        self._buffer: deque[Event] = deque()
+        # Events, or raw tuples whose first item is a RawBuilder (built off the hot path).
+        self._buffer: deque[Event | tuple[Any, ...]] = deque()
+        self._builders: set[RawBuilder] = set()
+        self._drain_requested = 0
+        self._drained = 0
+        self._closed = False
+        self._start_exporter()
+        _live_clients.add(self)
+
+    def _start_exporter(self) -> None:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._in_flight = 0
-        self._closed = False
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="edgemetrics-exporter", daemon=True)
         self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its locks may be held: start afresh.
+        # The parent still owns (and ships) what was buffered before the fork.
+        self._buffer.clear()
+        self._builders = set()
+        self._drain_requested = self._drained = 0
+        if not self._closed:
+            self._start_exporter()
 
     def track(self, event: Event) -> None:
         """Queue one event; never blocks, never does I/O."""
@@ -108,12 +141,49 @@ class Client:
         if len(buffer) >= self.max_batch:
             self._wake.set()
 
+    def track_raw(self, record: tuple[Any, ...]) -> None:
+        """Queue a raw record whose first item is a :class:`RawBuilder`; never blocks.
+
+        For instrumentation whose events are well-formed by construction (the middleware):
+        the caller's thread only appends a tuple, and the exporter thread builds the event
+        (or folds it into an aggregate, in cost mode).
+
+        >>> from edgemetrics.sinks import MemorySink
+        >>> from edgemetrics.events import View
+        >>> class Views:
+        ...     def build(self, record): return View(content_id=record[1])
+        ...     def drain(self, force): return []
+        >>> sink = MemorySink()
+        >>> client = Client(sink)
+        >>> client.track_raw((Views(), "v7"))
+        >>> client.flush() and sink.events[0].content_id
+        'v7'
+        >>> client.close()
+        """
+        buffer = self._buffer
+        if len(buffer) >= self.max_buffer:
+            self.counters.dropped_buffer_full += 1
+            return
+        buffer.append(record)
+        if len(buffer) == self.max_batch:
+            # Only on the crossing: an exporter already draining keeps going until the
+            # buffer is empty, so waking it again per record would only cost the caller.
+            self._wake.set()
+
     def flush(self, timeout: float = 10.0) -> bool:
-        """Ship everything buffered now; True when the buffer drained within ``timeout``."""
+        """Ship everything buffered now; True when the buffer drained within ``timeout``.
+
+        Aggregates still open (cost mode) are shipped too, as partial rows that sum right.
+        """
+        if os.getpid() != self._pid:
+            self._after_fork_in_child()
         deadline = time.monotonic() + timeout
+        with self._idle:
+            self._drain_requested += 1
+            wanted = self._drain_requested
         self._wake.set()
         with self._idle:
-            while self._buffer or self._in_flight:
+            while self._buffer or self._in_flight or self._drained < wanted:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -134,28 +204,61 @@ class Client:
     def _take(self) -> list[Event]:
         out: list[Event] = []
         buffer = self._buffer
+        builders = self._builders
         while buffer and len(out) < self.max_batch:
-            out.append(buffer.popleft())
+            item = buffer.popleft()
+            if type(item) is tuple:
+                builder = item[0]
+                builders.add(builder)
+                try:
+                    event = builder.build(item)
+                except Exception as exc:  # a builder bug must never stop the exporter
+                    log.warning("edgemetrics: raw record dropped: %r", exc)
+                    continue
+                if event is not None:
+                    out.append(event)
+            else:
+                out.append(item)  # type: ignore[arg-type]
+        return out
+
+    def _drain_builders(self, force: bool) -> list[Event]:
+        out: list[Event] = []
+        for builder in list(self._builders):
+            try:
+                out.extend(builder.drain(force))
+            except Exception as exc:
+                log.warning("edgemetrics: aggregate dropped: %r", exc)
         return out
 
     def _run(self) -> None:
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
+            with self._idle:
+                wanted = self._drain_requested
             while True:
                 with self._idle:
                     events = self._take()
                     self._in_flight = len(events)
                 if not events:
                     break
-                self._ship(Batch(events))
-                with self._idle:
-                    self._in_flight = 0
-                    self._idle.notify_all()
+                self._ship_all(events)
             with self._idle:
+                pending = self._drain_builders(force=wanted > self._drained or self._closed)
+                self._in_flight = len(pending)
+            self._ship_all(pending)
+            with self._idle:
+                self._drained = wanted
                 self._idle.notify_all()
             if self._closed:
                 return
+
+    def _ship_all(self, events: list[Event]) -> None:
+        for start in range(0, len(events), self.max_batch):
+            self._ship(Batch(events[start : start + self.max_batch]))
+        with self._idle:
+            self._in_flight = 0
+            self._idle.notify_all()
 
     def _ship(self, batch: Batch) -> None:
         try:
@@ -169,3 +272,16 @@ class Client:
             return
         self.counters.batches += 1
         self.counters.exported += len(batch.events)
+
+
+_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _reinit_clients_after_fork() -> None:
+    for client in list(_live_clients):
+        client._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    # gunicorn --preload, multiprocessing: each child gets its own exporter thread.
+    os.register_at_fork(after_in_child=_reinit_clients_after_fork)
