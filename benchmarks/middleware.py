@@ -191,7 +191,7 @@ def main() -> None:
     from prometheus_fastapi_instrumentator import Instrumentator
 
     from edgemetrics.asgi import EdgeMetricsMiddleware
-    from edgemetrics.wsgi import EdgeMetricsWSGIMiddleware
+    from edgemetrics.integrations.flask import init_app
 
     sink = DiscardSink()
     edgemetrics.configure(sink=sink)
@@ -213,7 +213,7 @@ def main() -> None:
 
     fbare = flask_app()
     fours = flask_app()
-    fours.wsgi_app = EdgeMetricsWSGIMiddleware(fours.wsgi_app)  # type: ignore[method-assign]
+    init_app(fours)
     fotel = flask_app()
     fotel.wsgi_app = OtelWSGI(fotel.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
     wsgi = best_of(

@@ -1,7 +1,7 @@
 """Flask: ``init_app(app)`` wraps ``app.wsgi_app`` in the WSGI middleware.
 
 The template is the ``url_rule`` Flask's router matched (blueprint prefixes included),
-read after the app ran from the request Werkzeug leaves in the environ.
+noted by a teardown hook once the view ran; routes are never matched twice.
 
 >>> from flask import Flask
 >>> app = Flask("shop")
@@ -32,8 +32,16 @@ def init_app(
     flask = require("flask", extra="flask", integration="flask")
     if not isinstance(app, flask.Flask):
         raise TypeError(f"app: expected a Flask application, got {type(app).__name__}")
-    from edgemetrics.wsgi import EdgeMetricsWSGIMiddleware
+    from edgemetrics.wsgi import ROUTE_KEY, EdgeMetricsWSGIMiddleware
 
+    def remember_route(exc: BaseException | None) -> None:
+        # Runs while the request context is alive (Flask drops the request right after):
+        # keep the rule the router matched for the middleware to read.
+        rule = flask.request.url_rule
+        if rule is not None:
+            flask.request.environ[ROUTE_KEY] = rule.rule
+
+    app.teardown_request(remember_route)
     app.wsgi_app = EdgeMetricsWSGIMiddleware(
         app.wsgi_app,
         service=service,

@@ -22,7 +22,16 @@ class Captured:
         self.sink = sink
 
     def events(self) -> list[Event]:
-        assert edgemetrics.flush(10), "exporter did not drain"
+        # A server may finish a request (close the body, run the recording code) just after
+        # the client read the response: wait until the count stops changing.
+        seen = -1
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert edgemetrics.flush(10), "exporter did not drain"
+            if len(self.sink.events) == seen:
+                break
+            seen = len(self.sink.events)
+            time.sleep(0.1)
         return list(self.sink.events)
 
     def api_calls(self) -> list[ApiCall]:

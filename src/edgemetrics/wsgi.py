@@ -3,8 +3,7 @@
 The status comes from ``start_response``; the duration runs until the server closes the
 response iterable (so a streamed body is timed to its end); the body size is counted as
 the server iterates. The route template is read after the app ran by ``route(environ)``:
-by default from Werkzeug's request object, which Flask leaves in the environ with the
-``url_rule`` its router matched. Nothing is matched twice, and the raw path is never
+by default the ``url_rule`` Flask's router matched (see :func:`werkzeug_route`). Nothing is matched twice, and the raw path is never
 stored. When the app raises, the request is recorded as a 500 and the same exception
 propagates.
 
@@ -42,18 +41,29 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-__all__ = ["EdgeMetricsWSGIMiddleware", "werkzeug_route"]
+__all__ = ["ROUTE_KEY", "EdgeMetricsWSGIMiddleware", "werkzeug_route"]
+
+
+ROUTE_KEY = "edgemetrics.route"
 
 
 def werkzeug_route(environ: Environ) -> str:
     """The template of the rule Werkzeug/Flask matched, with the mount's ``SCRIPT_NAME``.
 
+    Flask clears its request from the environ when the request context ends, so the
+    Flask integration stores the rule under ``environ["edgemetrics.route"]`` in a
+    teardown hook; a plain Werkzeug app leaves its request in ``werkzeug.request``.
+
+    >>> werkzeug_route({"PATH_INFO": "/u/7", "edgemetrics.route": "/u/<int:id>"})
+    '/u/<int:id>'
     >>> werkzeug_route({"PATH_INFO": "/u/7"})
     '(unmatched)'
     """
-    request = environ.get("werkzeug.request")
-    rule = getattr(request, "url_rule", None)
-    template = getattr(rule, "rule", None)
+    template = environ.get(ROUTE_KEY)
+    if template is None:
+        request = environ.get("werkzeug.request")
+        rule = getattr(request, "url_rule", None)
+        template = getattr(rule, "rule", None)
     if not isinstance(template, str):
         return UNMATCHED_ROUTE
     return str(environ.get("SCRIPT_NAME", "")).rstrip("/") + template
