@@ -41,8 +41,9 @@ def instrument(engine: Engine, *, service: str = "app", database: str | None = N
     sync_engine = getattr(engine, "sync_engine", engine)
     if not isinstance(sync_engine, sqlalchemy.engine.Engine):
         raise TypeError(f"engine: expected a SQLAlchemy Engine, got {type(engine).__name__}")
-    label = (database or sync_engine.url.database or sync_engine.dialect.name)[:64]
-    label = label.rsplit("/", 1)[-1] or sync_engine.dialect.name
+    # A file path names the database by its file name; never a directory layout.
+    label = (database or sync_engine.url.database or "").rsplit("/", 1)[-1][:64]
+    label = label or sync_engine.dialect.name
 
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
         conn.info.setdefault(_START_KEY, []).append(perf_counter())
