@@ -130,7 +130,7 @@ def best_of(
 ) -> dict[str, float]:
     """Best seconds per request of each variant, interleaved round by round."""
     best = {name: float("inf") for name, _ in variants}
-    for name, app in variants:  # warm up: imports, caches, first-call paths
+    for _, app in variants:  # warm up: imports, caches, first-call paths
         driver(app, min(n, 500))
     for _ in range(rounds):
         for name, app in variants:
@@ -185,13 +185,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="rounds; the best one counts")
     args = parser.parse_args()
 
+    from edgemetrics.integrations.flask import init_app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware as OtelASGI
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as OtelWSGI
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
 
     from edgemetrics.asgi import EdgeMetricsMiddleware
-    from edgemetrics.integrations.flask import init_app
 
     sink = DiscardSink()
     edgemetrics.configure(sink=sink)
@@ -234,7 +234,10 @@ def main() -> None:
     for name in ("edgemetrics", "otel-asgi", "prometheus"):
         print(f"FastAPI + {name}: +{added(asgi, name):.2f} us/request")
     print(f"ratio otel-asgi / edgemetrics: {added(asgi, 'otel-asgi') / em:.1f}x")
-    print(f"ratio prometheus-fastapi-instrumentator / edgemetrics: {added(asgi, 'prometheus') / em:.1f}x")
+    print(
+        "ratio prometheus-fastapi-instrumentator / edgemetrics: "
+        f"{added(asgi, 'prometheus') / em:.1f}x"
+    )
     print(f"Flask bare app: {wsgi['bare'] * 1e6:.2f} us/request")
     fem = added(wsgi, "edgemetrics")
     for name in ("edgemetrics", "otel-wsgi"):

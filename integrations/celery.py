@@ -53,13 +53,15 @@ def _runs(task: Any) -> dict[str, tuple[float, float]]:
     if runs is None:
         runs = {}
         request._edgemetrics_runs = runs
-    return runs  # type: ignore[no-any-return]
+    return runs
 
 
 def _started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task is None:
         return
-    enqueued = task.request.get(ENQUEUED_HEADER) or (task.request.headers or {}).get(ENQUEUED_HEADER)
+    enqueued = task.request.get(ENQUEUED_HEADER) or (task.request.headers or {}).get(
+        ENQUEUED_HEADER
+    )
     delay_ms = max(0.0, (time.time() - float(enqueued)) * 1000.0) if enqueued else 0.0
     _runs(task)[str(task_id)] = (time.perf_counter(), delay_ms)
 
@@ -69,7 +71,9 @@ def _retried(request: Any = None, sender: Any = None, **_: Any) -> None:
         request._edgemetrics_retrying = True
 
 
-def _finished(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+def _finished(
+    task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
+) -> None:
     if task is None:
         return
     started = _runs(task).pop(str(task_id), None)

@@ -48,7 +48,7 @@ def _already_authenticated(request: Any) -> bool:
     if user is None:
         return False
     wrapped = getattr(user, "_wrapped", user)
-    from django.utils.functional import empty
+    from django.utils.functional import empty  # type: ignore[import-untyped]
 
     if wrapped is empty:
         return False
@@ -63,7 +63,7 @@ class EdgeMetricsMiddleware:
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         require("django", extra="django", integration="django")
-        from django.conf import settings
+        from django.conf import settings  # type: ignore[import-untyped]
 
         options = dict(getattr(settings, "EDGEMETRICS", {}) or {})
         self.get_response = get_response
@@ -74,7 +74,9 @@ class EdgeMetricsMiddleware:
             sample_rate=options.get("sample_rate", 1.0),
             cost_mode=options.get("cost_mode", False),
         )
-        self._authenticated: Callable[[Any], bool] = options.get("authenticated") or _already_authenticated
+        self._authenticated: Callable[[Any], bool] = (
+            options.get("authenticated") or _already_authenticated
+        )
         self._filtered = self.recorder.needs_filter
         self._weight = self.recorder.sample_interval
         self._async = asyncio.iscoroutinefunction(get_response)
@@ -127,10 +129,14 @@ class EdgeMetricsMiddleware:
                 request, status, start, response.streaming_content
             )
         else:
-            response.streaming_content = self._timed(request, status, start, response.streaming_content)
+            response.streaming_content = self._timed(
+                request, status, start, response.streaming_content
+            )
         return response
 
-    def _timed(self, request: Any, status: int, start: float, body: Iterator[bytes]) -> Iterator[bytes]:
+    def _timed(
+        self, request: Any, status: int, start: float, body: Iterator[bytes]
+    ) -> Iterator[bytes]:
         size = 0
         try:
             for chunk in body:

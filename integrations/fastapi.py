@@ -33,9 +33,9 @@ def instrument(
     fastapi = require("fastapi", extra="fastapi", integration="fastapi")
     if not isinstance(app, fastapi.FastAPI):
         raise TypeError(f"app: expected a FastAPI application, got {type(app).__name__}")
-    from edgemetrics.integrations.starlette import instrument as instrument_starlette
+    from .starlette import instrument as instrument_starlette
 
-    return instrument_starlette(
+    instrument_starlette(
         app,
         service=service,
         exclude_paths=exclude_paths,
@@ -45,3 +45,4 @@ def instrument(
         authenticated=authenticated,
         integration="fastapi",
     )
+    return app

@@ -23,7 +23,11 @@ from edgemetrics.optional_deps import require
 
 _METHOD_KEYS = ("http.request.method", "http.method")
 _STATUS_KEYS = ("http.response.status_code", "http.status_code")
-_QUEUE_KEYS = ("messaging.destination.name", "messaging.destination", "messaging.rabbitmq.routing_key")
+_QUEUE_KEYS = (
+    "messaging.destination.name",
+    "messaging.destination",
+    "messaging.rabbitmq.routing_key",
+)
 
 
 def _first(attributes: Any, keys: Sequence[str]) -> Any:

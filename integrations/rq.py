@@ -54,7 +54,9 @@ def _perform_job(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
                 Job(
                     service=_state.get("service", "app"),
                     job_name=str(getattr(job, "func_name", "job"))[:64],
-                    queue=str(getattr(queue, "name", None) or getattr(job, "origin", "default"))[:64],
+                    queue=str(getattr(queue, "name", None) or getattr(job, "origin", "default"))[
+                        :64
+                    ],
                     outcome=JobOutcome.success
                     if succeeded
                     else (JobOutcome.retry if retrying else JobOutcome.error),

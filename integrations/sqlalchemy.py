@@ -45,10 +45,14 @@ def instrument(engine: Engine, *, service: str = "app", database: str | None = N
     label = (database or sync_engine.url.database or "").rsplit("/", 1)[-1][:64]
     label = label or sync_engine.dialect.name
 
-    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+    def before(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         conn.info.setdefault(_START_KEY, []).append(perf_counter())
 
-    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+    def after(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         starts = conn.info.get(_START_KEY)
         if not starts:
             return

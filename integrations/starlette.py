@@ -34,7 +34,9 @@ def instrument(
     """
     starlette_apps = require("starlette.applications", extra=integration, integration=integration)
     if not isinstance(app, starlette_apps.Starlette):
-        raise TypeError(f"app: expected a Starlette or FastAPI application, got {type(app).__name__}")
+        raise TypeError(
+            f"app: expected a Starlette or FastAPI application, got {type(app).__name__}"
+        )
     from edgemetrics.asgi import EdgeMetricsMiddleware
 
     app.add_middleware(

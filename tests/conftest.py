@@ -14,6 +14,9 @@ import edgemetrics
 from edgemetrics.events import ApiCall, Event
 from edgemetrics.sinks import MemorySink
 
+# Apps in tests/apps/ are imported by the servers the tests start, not by pytest.
+collect_ignore = ["apps"]
+
 
 class Captured:
     """What the exporter shipped during one test."""
@@ -39,7 +42,9 @@ class Captured:
 
     def one_call(self, method: str, route: str) -> ApiCall:
         calls = [c for c in self.api_calls() if c.method == method and c.route == route]
-        assert len(calls) == 1, f"{method} {route}: {[(c.method, c.route) for c in self.api_calls()]}"
+        assert len(calls) == 1, (
+            f"{method} {route}: {[(c.method, c.route) for c in self.api_calls()]}"
+        )
         return calls[0]
 
 

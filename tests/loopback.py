@@ -57,7 +57,9 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                data: dict[str, Any] = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                data: dict[str, Any] = json.loads(
+                    self.rfile.read(int(self.headers["content-length"]))
+                )
                 with receiver._lock:
                     receiver.events.extend(parse_event(e) for e in data["events"])
                     receiver.pids.add(int(data["pid"]))

@@ -27,7 +27,10 @@ async def item(request: Any) -> PlainTextResponse:
 
 
 def app(tmp_path: Any = None, **options: Any) -> EdgeMetricsMiddleware:
-    routes: list[Any] = [Route("/items/{id}", item, methods=["GET", "OPTIONS"]), Route("/health", item)]
+    routes: list[Any] = [
+        Route("/items/{id}", item, methods=["GET", "OPTIONS"]),
+        Route("/health", item),
+    ]
     if tmp_path is not None:
         (tmp_path / "app.css").write_text("body{}")
         routes.append(Mount("/static", StaticFiles(directory=tmp_path)))
@@ -68,7 +71,13 @@ def drive(asgi: Any, requests: list[tuple[str, str]]) -> list[int]:
 def test_excluded_paths_and_methods_are_not_recorded(tmp_path: Any, captured: Captured) -> None:
     asgi = app(tmp_path, exclude_paths=["/health", "/static/*"], exclude_methods=["options"])
     statuses = drive(
-        asgi, [("GET", "/health"), ("GET", "/static/app.css"), ("OPTIONS", "/items/1"), ("GET", "/items/1")]
+        asgi,
+        [
+            ("GET", "/health"),
+            ("GET", "/static/app.css"),
+            ("OPTIONS", "/items/1"),
+            ("GET", "/items/1"),
+        ],
     )
     assert statuses == [200, 200, 200, 200]
     assert [(c.method, c.route) for c in captured.api_calls()] == [("GET", "/items/{id}")]

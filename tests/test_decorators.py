@@ -18,7 +18,9 @@ class PaymentDeclined(Exception):
     pass
 
 
-def purchase_fields(result: dict[str, object], *args: object, **kwargs: object) -> dict[str, object]:
+def purchase_fields(
+    result: dict[str, object], *args: object, **kwargs: object
+) -> dict[str, object]:
     return {"amount_minor": result["cents"], "currency": "EUR", "transaction_id": result["tx"]}
 
 
@@ -61,13 +63,19 @@ def test_purchase_on_methods_sync_and_async(captured: Captured) -> None:
     assert shop.buy("v1", coupon="X")["tx"] == "tx-v1"
     assert asyncio.run(shop.buy_async("v2"))["tx"] == "atx-v2"
     purchases = [e for e in captured.events() if isinstance(e, Purchase)]
-    assert [(p.amount_minor, p.transaction_id) for p in purchases] == [(499, "tx-v1"), (999, "atx-v2")]
+    assert [(p.amount_minor, p.transaction_id) for p in purchases] == [
+        (499, "tx-v1"),
+        (999, "atx-v2"),
+    ]
     assert shop.sold == 1
 
 
 def test_signature_and_introspection_are_preserved() -> None:
     assert Shop.buy.__name__ == "buy" and Shop.buy.__doc__ == "Sell one item."
-    assert str(inspect.signature(Shop.buy)) == "(self, content_id: 'str', *, coupon: 'str | None' = None) -> 'dict[str, object]'"
+    assert (
+        str(inspect.signature(Shop.buy))
+        == "(self, content_id: 'str', *, coupon: 'str | None' = None) -> 'dict[str, object]'"
+    )
     assert inspect.iscoroutinefunction(Shop.buy_async)
     assert not inspect.iscoroutinefunction(Shop.buy)
 
@@ -80,7 +88,9 @@ def test_failed_purchase_records_nothing_and_reraises_the_same_error(captured: C
 
 
 def test_bad_extracted_fields_name_the_field() -> None:
-    @track_purchase(lambda result, *a, **k: {"amount_minor": -5, "currency": "EUR", "transaction_id": "t"})
+    @track_purchase(
+        lambda result, *a, **k: {"amount_minor": -5, "currency": "EUR", "transaction_id": "t"}
+    )
     def buy() -> None:
         return None
 
@@ -89,8 +99,14 @@ def test_bad_extracted_fields_name_the_field() -> None:
 
 
 def test_refund_decorator_and_context_manager(captured: Captured) -> None:
-    @track_refund(lambda ok, tx, cents: {"amount_minor": cents, "currency": "USD",
-                                         "transaction_id": f"r-{tx}", "original_transaction_id": tx})
+    @track_refund(
+        lambda ok, tx, cents: {
+            "amount_minor": cents,
+            "currency": "USD",
+            "transaction_id": f"r-{tx}",
+            "original_transaction_id": tx,
+        }
+    )
     def refund(tx: str, cents: int) -> bool:
         return True
 
@@ -101,7 +117,10 @@ def test_refund_decorator_and_context_manager(captured: Captured) -> None:
     with track_refund() as manual:
         manual.record(amount_minor=100, currency="USD", transaction_id="r2")
     refunds = [e for e in captured.events() if isinstance(e, Refund)]
-    assert [(r.transaction_id, r.original_transaction_id) for r in refunds] == [("r-tx1", "tx1"), ("r2", None)]
+    assert [(r.transaction_id, r.original_transaction_id) for r in refunds] == [
+        ("r-tx1", "tx1"),
+        ("r2", None),
+    ]
 
 
 def test_job_outcomes_names_and_queue_delay(captured: Captured) -> None:

@@ -153,6 +153,7 @@ def test_missing_framework_gives_a_clear_error(monkeypatch: Any) -> None:
     import sys
 
     from edgemetrics.integrations import flask as em_flask
+
     from edgemetrics.optional_deps import MissingDependency
 
     monkeypatch.setitem(sys.modules, "flask", None)  # as if Flask were not installed

@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Captured, serve_asgi
+from edgemetrics.integrations.fastapi import instrument
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Request, Response, WebSocket
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from edgemetrics.api_calls import UNMATCHED_ROUTE
 from edgemetrics.asgi import EdgeMetricsMiddleware
-from edgemetrics.integrations.fastapi import instrument
 
 BACKGROUND_DONE: list[str] = []
 
@@ -126,7 +126,9 @@ def test_templates_and_status_codes(servers: tuple[str, str], captured: Captured
     # uvicorn closes a connection whose app raised: a fresh connection for this one.
     assert httpx.get(url + "/boom").status_code == 500
 
-    item = [c for c in captured.api_calls() if c.route == "/v1/items/{item_id}" and c.method == "GET"]
+    item = [
+        c for c in captured.api_calls() if c.route == "/v1/items/{item_id}" and c.method == "GET"
+    ]
     assert sorted(c.status_code for c in item) == [200, 422]
     ok = next(c for c in item if c.status_code == 200)
     assert ok.response_bytes == len(b'{"id":42}') and ok.service == "api" and ok.errors == 0
@@ -140,15 +142,24 @@ def test_templates_and_status_codes(servers: tuple[str, str], captured: Captured
     assert [c.status_code for c in unmatched] == [404, 404, 404]
     # Only templates are stored: no raw path, id or query string.
     assert {c.route for c in captured.api_calls()} == {
-        "/v1/items/{item_id}", "/v1/items", "/old", UNMATCHED_ROUTE, "/boom", "/admin/users/{name}"
+        "/v1/items/{item_id}",
+        "/v1/items",
+        "/old",
+        UNMATCHED_ROUTE,
+        "/boom",
+        "/admin/users/{name}",
     }
-    blobs = " ".join(" ".join(str(v) for v in c.model_dump().values() if isinstance(v, str))
-                     for c in captured.api_calls())
+    blobs = " ".join(
+        " ".join(str(v) for v in c.model_dump().values() if isinstance(v, str))
+        for c in captured.api_calls()
+    )
     for raw in ("/42", "ada", "a@b.c", "wp-login", ".env"):
         assert raw not in blobs
 
 
-def test_streaming_duration_runs_to_the_last_chunk(servers: tuple[str, str], captured: Captured) -> None:
+def test_streaming_duration_runs_to_the_last_chunk(
+    servers: tuple[str, str], captured: Captured
+) -> None:
     _, url = servers
     body = httpx.get(url + "/stream").text
     assert body == "chunk0\nchunk1\nchunk2\n"

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Captured, serve_wsgi
+from edgemetrics.integrations.flask import EdgeMetrics, init_app
 from flask import Blueprint, Flask, Response, redirect, request, stream_with_context
 
 from edgemetrics.api_calls import UNMATCHED_ROUTE
-from edgemetrics.integrations.flask import EdgeMetrics, init_app
 from edgemetrics.wsgi import EdgeMetricsWSGIMiddleware
 
 
@@ -94,11 +94,15 @@ def test_templates_and_status_codes(servers: tuple[str, str], captured: Captured
     assert captured.one_call("GET", "/boom").status_code == 500
     # Werkzeug's router raises 405 without naming a rule, and routes are never matched a
     # second time: a wrong method shares the unmatched label, with its own status.
-    unmatched = [(c.method, c.status_code) for c in captured.api_calls() if c.route == UNMATCHED_ROUTE]
+    unmatched = [
+        (c.method, c.status_code) for c in captured.api_calls() if c.route == UNMATCHED_ROUTE
+    ]
     assert unmatched == [("DELETE", 405), ("GET", 404), ("GET", 404), ("GET", 404)]
 
 
-def test_streaming_duration_runs_to_the_last_chunk(servers: tuple[str, str], captured: Captured) -> None:
+def test_streaming_duration_runs_to_the_last_chunk(
+    servers: tuple[str, str], captured: Captured
+) -> None:
     _, url = servers
     body = httpx.get(url + "/stream").text
     assert body == "chunk0\nchunk1\nchunk2\n"

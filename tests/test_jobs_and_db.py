@@ -16,7 +16,6 @@ from edgemetrics.events import ApiCall, DbQuery, Job
 def celery_app() -> Iterator[Any]:
     from celery import Celery
     from celery.contrib.testing.worker import start_worker
-
     from edgemetrics.integrations import celery as em_celery
 
     em_celery.setup(service="worker")
@@ -63,16 +62,20 @@ def test_celery_tasks_become_job_events(celery_app: Any, captured: Captured) -> 
 
 
 def test_sqlalchemy_statements_are_fingerprinted(tmp_path: Path, captured: Captured) -> None:
-    from sqlalchemy import create_engine, text
-
     from edgemetrics.integrations.sqlalchemy import instrument
+    from sqlalchemy import create_engine, text
 
     engine = instrument(create_engine(f"sqlite:///{tmp_path / 'shop.db'}"))
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)"))
-        conn.execute(text("INSERT INTO users (email) VALUES (:e)"), [{"e": "ada@example.org"}, {"e": "bob@example.org"}])
+        conn.execute(
+            text("INSERT INTO users (email) VALUES (:e)"),
+            [{"e": "ada@example.org"}, {"e": "bob@example.org"}],
+        )
         conn.execute(text("INSERT INTO users (email) VALUES ('carol@example.org')"))
-        rows = conn.execute(text("SELECT id FROM users WHERE email = 'ada@example.org' OR id IN (2, 3)")).all()
+        rows = conn.execute(
+            text("SELECT id FROM users WHERE email = 'ada@example.org' OR id IN (2, 3)")
+        ).all()
     assert len(rows) == 3
     with pytest.raises(Exception, match="no such table"), engine.connect() as conn:
         conn.execute(text("SELECT * FROM missing"))
@@ -87,12 +90,11 @@ def test_sqlalchemy_statements_are_fingerprinted(tmp_path: Path, captured: Captu
 
 
 def test_opentelemetry_spans_become_events(captured: Captured) -> None:
+    from edgemetrics.integrations.opentelemetry import EdgeMetricsSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.trace import SpanKind, Status, StatusCode
-
-    from edgemetrics.integrations.opentelemetry import EdgeMetricsSpanExporter
 
     provider = TracerProvider(resource=Resource.create({"service.name": "catalog"}))
     provider.add_span_processor(SimpleSpanProcessor(EdgeMetricsSpanExporter()))
@@ -100,11 +102,17 @@ def test_opentelemetry_spans_become_events(captured: Captured) -> None:
     with tracer.start_as_current_span(
         "GET /items/{id}",
         kind=SpanKind.SERVER,
-        attributes={"http.request.method": "GET", "http.route": "/items/{id}", "http.response.status_code": 503},
+        attributes={
+            "http.request.method": "GET",
+            "http.route": "/items/{id}",
+            "http.response.status_code": 503,
+        },
     ):
         pass
     with tracer.start_as_current_span(
-        "thumbnails process", kind=SpanKind.CONSUMER, attributes={"messaging.destination.name": "thumbs"}
+        "thumbnails process",
+        kind=SpanKind.CONSUMER,
+        attributes={"messaging.destination.name": "thumbs"},
     ) as span:
         span.set_status(Status(StatusCode.ERROR))
     with tracer.start_as_current_span("internal work"):
@@ -114,7 +122,11 @@ def test_opentelemetry_spans_become_events(captured: Captured) -> None:
     events = captured.events()
     (call,) = [e for e in events if isinstance(e, ApiCall)]
     assert (call.service, call.method, call.route, call.status_code, call.errors) == (
-        "catalog", "GET", "/items/{id}", 503, 1,
+        "catalog",
+        "GET",
+        "/items/{id}",
+        503,
+        1,
     )
     (job,) = [e for e in events if isinstance(e, Job)]
     assert (job.job_name, job.queue, job.outcome) == ("thumbnails process", "thumbs", "error")

@@ -8,13 +8,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-
 import pytest
 from conftest import free_port, wait_for_port
 from loopback import JsonPostSink, Receiver
 
 import edgemetrics
-
 from edgemetrics.events import Job
 
 REDIS = shutil.which("redis-server")
@@ -44,10 +42,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_rq_jobs_from_a_forking_worker_arrive(redis_url: str) -> None:
+    from edgemetrics.integrations import rq as em_rq
     from redis import Redis
     from rq import Queue, Worker
-
-    from edgemetrics.integrations import rq as em_rq
 
     receiver = Receiver()
     edgemetrics.configure(sink=JsonPostSink(receiver.port), flush_interval=0.05)
@@ -72,5 +69,3 @@ def test_rq_jobs_from_a_forking_worker_arrive(redis_url: str) -> None:
         ("test_rq.fail_on_purpose", "error", "thumbs", "jobs"),
     ]
     assert all(j.queue_delay_ms >= 250 for j in jobs)
-
-

@@ -36,7 +36,9 @@ def run_server(command: list[str], receiver: Receiver) -> tuple[list[ApiCall], s
         deadline = time.monotonic() + 30
         while (len(served) < 2 or sent < 40) and time.monotonic() < deadline:
             # A new connection each time, so the kernel spreads them over the workers.
-            response = httpx.get(f"http://127.0.0.1:{port}/who/{sent}", headers={"connection": "close"})
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/who/{sent}", headers={"connection": "close"}
+            )
             served.add(response.json()["pid"])
             sent += 1
         time.sleep(0.5)  # more than the exporters' flush interval
@@ -61,13 +63,22 @@ def test_gunicorn_preload_two_workers(receiver: Receiver) -> None:
         [str(BIN / "gunicorn"), "--preload", "--workers", "2", "apps.forked:flask_app"], receiver
     )
     assert len(served) == 2 and served <= pids  # every worker's events arrived
-    assert {c.route for c in calls} == {"/who/<int:n>"} and {c.service for c in calls} == {"gunicorn"}
+    assert {c.route for c in calls} == {"/who/<int:n>"} and {c.service for c in calls} == {
+        "gunicorn"
+    }
     assert len({c.event_id for c in calls}) == len(calls)  # ids never repeat across workers
 
 
 def test_uvicorn_two_workers(receiver: Receiver) -> None:
     calls, served, pids = run_server(
-        [str(BIN / "uvicorn"), "--workers", "2", "--log-level", "warning", "apps.forked:fastapi_app"],
+        [
+            str(BIN / "uvicorn"),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+            "apps.forked:fastapi_app",
+        ],
         receiver,
     )
     assert len(served) == 2 and served <= pids

@@ -56,6 +56,7 @@ def _route_is_info(info: Any) -> str:
 def _anonymous(info: Any) -> bool:
     return False
 
+
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 
@@ -203,7 +204,14 @@ class ApiCallRecorder:
                 int(errors),
                 False,
             )
-            for (method, route, status_class, minute), (calls, total, low, high, errors, size) in rows
+            for (method, route, status_class, minute), (
+                calls,
+                total,
+                low,
+                high,
+                errors,
+                size,
+            ) in rows
         ]
 
 
@@ -249,7 +257,7 @@ def _api_call(
         "__dict__",
         {
             "type": "api_call",
-            "event_id": "%032x" % _ids.getrandbits(128),
+            "event_id": f"{_ids.getrandbits(128):032x}",
             "timestamp": timestamp,
             "session_id": None,
             "user_id": None,

@@ -84,7 +84,7 @@ def _mount_prefix(scope: Scope) -> str:
     app_root = scope.get("app_root_path")
     if app_root is None:
         return ""
-    root = scope.get("root_path", "")
+    root = str(scope.get("root_path", ""))
     return root[len(app_root) :] if root.startswith(app_root) else root
 
 
@@ -215,7 +215,13 @@ class EdgeMetricsMiddleware:
                 (
                     recorder,
                     scope["method"],
-                    (get("route"), get("fastapi"), get("root_path"), get("app_root_path"), get("user")),
+                    (
+                        get("route"),
+                        get("fastapi"),
+                        get("root_path"),
+                        get("app_root_path"),
+                        get("user"),
+                    ),
                     status,
                     start,
                     end or perf_counter(),

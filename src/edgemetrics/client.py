@@ -132,7 +132,9 @@ class Client:
     def track(self, event: Event) -> None:
         """Queue one event; never blocks, never does I/O."""
         if not isinstance(event, Event):
-            raise TypeError(f"event: expected an edgemetrics event model, got {type(event).__name__}")
+            raise TypeError(
+                f"event: expected an edgemetrics event model, got {type(event).__name__}"
+            )
         buffer = self._buffer
         if len(buffer) >= self.max_buffer:
             self.counters.dropped_buffer_full += 1

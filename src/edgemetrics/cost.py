@@ -100,9 +100,12 @@ def report(profile: Profile) -> str:
     """The table ``edgemetrics cost`` prints."""
     lines = [
         f"AE prices as of {PRICES_AS_OF} ({PRICES_SOURCE}): Workers Paid includes "
-        f"{PAID_INCLUDED_POINTS / 1e6:g}M data points and {PAID_INCLUDED_READS / 1e6:g}M reads a month, "
-        f"then ${PAID_PRICE_PER_MILLION_POINTS:.2f}/M points and ${PAID_PRICE_PER_MILLION_READS:.2f}/M reads",
-        f"profile: {profile.requests_per_day:,.0f} requests/day over {profile.endpoints} endpoints, "
+        f"{PAID_INCLUDED_POINTS / 1e6:g}M data points and "
+        f"{PAID_INCLUDED_READS / 1e6:g}M reads a month, "
+        f"then ${PAID_PRICE_PER_MILLION_POINTS:.2f}/M points and "
+        f"${PAID_PRICE_PER_MILLION_READS:.2f}/M reads",
+        f"profile: {profile.requests_per_day:,.0f} requests/day "
+        f"over {profile.endpoints} endpoints, "
         f"{profile.processes} processes, sample rate {profile.sample_rate:g}, "
         f"{profile.other_events_per_day:,.0f} other events/day, "
         f"{profile.dashboard_queries_per_day:,.0f} dashboard queries/day",
@@ -162,7 +165,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     parser.add_argument("--requests-per-day", type=_positive(float), required=True)
     parser.add_argument("--endpoints", type=_positive(int), default=20)
     parser.add_argument("--status-classes", type=_positive(int), default=2)
-    parser.add_argument("--processes", type=_positive(int), default=4, help="server worker processes")
+    parser.add_argument(
+        "--processes", type=_positive(int), default=4, help="server worker processes"
+    )
     parser.add_argument("--sample-rate", type=float, default=0.1, help="for the sampled mode")
     parser.add_argument("--other-events-per-day", type=_positive(float), default=0.0)
     parser.add_argument("--dashboard-queries-per-day", type=_positive(float), default=2000.0)

@@ -107,7 +107,9 @@ class CommerceRecorder:
         recorder = self
 
         @wrapt.decorator
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        def wrapper(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
             if _is_async(wrapped):
 
                 async def run() -> Any:
@@ -120,7 +122,7 @@ class CommerceRecorder:
             recorder._track_result(result, args, kwargs)
             return result
 
-        return wrapper(function)  # type: ignore[no-any-return]
+        return wrapper(function)  # type: ignore[return-value]
 
 
 def track_purchase(extract: Extract | None = None) -> CommerceRecorder:
@@ -217,7 +219,9 @@ class JobTracker:
             return _delay_ms(source(*args, **kwargs) if callable(source) else source)
 
         @wrapt.decorator
-        def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        def wrapper(
+            wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Any:
             if _is_async(wrapped):
 
                 async def run() -> Any:
@@ -242,9 +246,11 @@ class JobTracker:
             tracker._emit(job_name, JobOutcome.success, start, delay_ms, 0)
             return result
 
-        return wrapper(function)  # type: ignore[no-any-return]
+        return wrapper(function)  # type: ignore[return-value]
 
-    def _emit(self, name: str, outcome: JobOutcome, start: float, delay_ms: float, retries: int) -> None:
+    def _emit(
+        self, name: str, outcome: JobOutcome, start: float, delay_ms: float, retries: int
+    ) -> None:
         track(
             Job(
                 service=self.service,

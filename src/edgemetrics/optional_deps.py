@@ -9,8 +9,9 @@ edgemetrics.integrations.flask`` never fails; setting one up without its framewo
 >>> try:
 ...     require("no_such_framework_xyz", extra="nothing", integration="demo")
 ... except MissingDependency as exc:
-...     print(exc)
-edgemetrics.integrations.demo needs the 'no_such_framework_xyz' package: pip install "edgemetrics[nothing]"
+...     print(exc)  # doctest: +NORMALIZE_WHITESPACE
+edgemetrics.integrations.demo needs the 'no_such_framework_xyz' package:
+pip install "edgemetrics[nothing]"
 """
 
 from __future__ import annotations

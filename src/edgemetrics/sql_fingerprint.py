@@ -61,11 +61,11 @@ def operation(statement: str) -> str:
     words = _KEYWORD.findall(text[:2000])
     if not words:
         return "OTHER"
-    first = words[0].upper()
+    first = str(words[0]).upper()
     if first == "WITH":
         # A CTE: the statement's kind is the first main verb after it.
         for word in words[1:]:
-            upper = word.upper()
+            upper = str(word).upper()
             if upper in ("SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"):
                 return upper
     return first if first in _OPERATIONS else "OTHER"

@@ -3,9 +3,9 @@
 The status comes from ``start_response``; the duration runs until the server closes the
 response iterable (so a streamed body is timed to its end); the body size is counted as
 the server iterates. The route template is read after the app ran by ``route(environ)``:
-by default the ``url_rule`` Flask's router matched (see :func:`werkzeug_route`). Nothing is matched twice, and the raw path is never
-stored. When the app raises, the request is recorded as a 500 and the same exception
-propagates.
+by default the ``url_rule`` Flask's router matched (see :func:`werkzeug_route`).
+Nothing is matched twice, and the raw path is never stored. When the app raises, the
+request is recorded as a 500 and the same exception propagates.
 
 >>> import edgemetrics
 >>> from edgemetrics.sinks import MemorySink
@@ -75,7 +75,11 @@ class _Recorded:
     __slots__ = ("_body", "_close", "_middleware", "_size", "_start", "environ", "status")
 
     def __init__(
-        self, middleware: EdgeMetricsWSGIMiddleware, environ: Environ, body: Iterable[bytes], start: float
+        self,
+        middleware: EdgeMetricsWSGIMiddleware,
+        environ: Environ,
+        body: Iterable[bytes],
+        start: float,
     ) -> None:
         self._middleware = middleware
         self.environ = environ

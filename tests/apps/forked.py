@@ -12,13 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastapi import FastAPI  # noqa: E402
-from flask import Flask  # noqa: E402
-from loopback import JsonPostSink  # noqa: E402
+from edgemetrics.integrations.fastapi import instrument
+from edgemetrics.integrations.flask import init_app
+from fastapi import FastAPI
+from flask import Flask
+from loopback import JsonPostSink
 
-import edgemetrics  # noqa: E402
-from edgemetrics.integrations.fastapi import instrument  # noqa: E402
-from edgemetrics.integrations.flask import init_app  # noqa: E402
+import edgemetrics
 
 edgemetrics.configure(sink=JsonPostSink(int(os.environ["EM_RECEIVER_PORT"])), flush_interval=0.1)
 
