@@ -1,10 +1,12 @@
 """Added cost per request of HTTP instrumentation, in-process, against the peers.
 
 Drives each app directly (an ASGI scope/receive/send loop, or a WSGI environ and
-start_response), with no network, many requests per round and the best of several
-rounds; the variants of one framework run interleaved round by round so drift hits them
-alike. Printed: microseconds per request of the bare app, the microseconds each
-middleware adds, and the ratios.
+start_response), with no network, many requests per round and the best of many rounds;
+the variants of one framework run interleaved round by round so drift hits them alike.
+Time is the process's CPU time (``time.process_time``: every thread of this process,
+the exporter's included, and none of the time other processes hold the cores), so the
+figures stay meaningful on a shared machine. Printed: microseconds per request of the
+bare app, the microseconds each middleware adds, and the ratios.
 
 Peers, each set up as its documentation shows for production use:
 - opentelemetry-instrumentation-asgi / -wsgi: the SDK ``TracerProvider`` with a
@@ -28,6 +30,8 @@ from typing import Any
 
 import edgemetrics
 from edgemetrics.client import Batch
+
+CLOCK = time.process_time
 
 
 class DiscardSink:
@@ -73,10 +77,10 @@ def asgi_round(app: Any, n: int) -> float:
         pass
 
     async def run() -> float:
-        start = time.perf_counter()
+        start = CLOCK()
         for _ in range(n):
             await app(dict(SCOPE), receive, send)
-        return time.perf_counter() - start
+        return CLOCK() - start
 
     loop = asyncio.new_event_loop()
     try:
@@ -111,7 +115,7 @@ def wsgi_round(app: Any, n: int) -> float:
     def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
         return None
 
-    start = time.perf_counter()
+    start = CLOCK()
     for _ in range(n):
         environ = dict(ENVIRON)
         environ["wsgi.input"] = io.BytesIO(b"")
@@ -122,18 +126,19 @@ def wsgi_round(app: Any, n: int) -> float:
         close = getattr(body, "close", None)
         if close is not None:
             close()
-    return (time.perf_counter() - start) / n
+    return (CLOCK() - start) / n
 
 
-def best_of(
-    variants: Sequence[tuple[str, Any]], driver: Callable[[Any, int], float], n: int, rounds: int
-) -> dict[str, float]:
+Driver = Callable[[Any, int], float]
+
+
+def best_of(variants: Sequence[tuple[str, Any, Driver]], n: int, rounds: int) -> dict[str, float]:
     """Best seconds per request of each variant, interleaved round by round."""
-    best = {name: float("inf") for name, _ in variants}
-    for _, app in variants:  # warm up: imports, caches, first-call paths
+    best = {name: float("inf") for name, _, _ in variants}
+    for _, app, driver in variants:  # warm up: imports, caches, first-call paths
         driver(app, min(n, 500))
     for _ in range(rounds):
-        for name, app in variants:
+        for name, app, driver in variants:
             gc.collect()
             best[name] = min(best[name], driver(app, n))
     return best
@@ -179,10 +184,50 @@ def otel_tracer_provider() -> Any:
     return provider
 
 
+def request_path_only(driver: Callable[[Any, int], float]) -> Callable[[Any, int], float]:
+    """A driver whose rounds keep edgemetrics' records from the exporter (list append).
+
+    Measures what a request itself pays; the exporter's share is measured apart.
+    """
+
+    def run(app: Any, n: int) -> float:
+        client = edgemetrics.get_client()
+        assert client is not None
+        records: list[tuple[Any, ...]] = []
+        client.track_raw = records.append  # type: ignore[method-assign]
+        try:
+            return driver(app, n)
+        finally:
+            del client.track_raw
+
+    return run
+
+
+def exporter_cost(app: Any, driver: Callable[[Any, int], float], n: int = 5_000) -> float:
+    """Microseconds the exporter thread spends building one event from its raw record."""
+    client = edgemetrics.get_client()
+    assert client is not None
+    records: list[tuple[Any, ...]] = []
+    client.track_raw = records.append  # type: ignore[method-assign]  # capture, don't queue
+    try:
+        driver(app, n)
+    finally:
+        del client.track_raw
+    best = float("inf")
+    for _ in range(7):
+        start = CLOCK()
+        for record in records:
+            record[0].build(record)
+        best = min(best, (CLOCK() - start) / len(records))
+    return best * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20_000, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds; the best one counts")
+    # Many short rounds: on a shared machine the best of many short runs is the one least
+    # disturbed by other processes.
+    parser.add_argument("--requests", type=int, default=2_000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=40, help="rounds; the best one counts")
     args = parser.parse_args()
 
     from edgemetrics.integrations.flask import init_app
@@ -205,8 +250,13 @@ def main() -> None:
     prom = fastapi_app()
     Instrumentator(registry=CollectorRegistry()).instrument(prom)
     asgi = best_of(
-        [("bare", bare), ("edgemetrics", ours), ("otel-asgi", otel), ("prometheus", prom)],
-        asgi_round,
+        [
+            ("bare", bare, asgi_round),
+            ("edgemetrics", ours, asgi_round),
+            ("edgemetrics-request-path", ours, request_path_only(asgi_round)),
+            ("otel-asgi", otel, asgi_round),
+            ("prometheus", prom, asgi_round),
+        ],
         args.requests,
         args.rounds,
     )
@@ -217,13 +267,19 @@ def main() -> None:
     fotel = flask_app()
     fotel.wsgi_app = OtelWSGI(fotel.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
     wsgi = best_of(
-        [("bare", fbare), ("edgemetrics", fours), ("otel-wsgi", fotel)],
-        wsgi_round,
+        [
+            ("bare", fbare, wsgi_round),
+            ("edgemetrics", fours, wsgi_round),
+            ("edgemetrics-request-path", fours, request_path_only(wsgi_round)),
+            ("otel-wsgi", fotel, wsgi_round),
+        ],
         args.requests,
         args.rounds,
     )
     edgemetrics.flush()
     exported = sink.events
+    build_us = exporter_cost(ours, asgi_round)
+    wsgi_build_us = exporter_cost(fours, wsgi_round)
 
     def added(results: dict[str, float], name: str) -> float:
         return (results[name] - results["bare"]) * 1e6
@@ -233,6 +289,11 @@ def main() -> None:
     em = added(asgi, "edgemetrics")
     for name in ("edgemetrics", "otel-asgi", "prometheus"):
         print(f"FastAPI + {name}: +{added(asgi, name):.2f} us/request")
+    print(
+        f"  edgemetrics on the request path alone: +{added(asgi, 'edgemetrics-request-path'):.2f}"
+        f" us/request; its exporter thread builds an event in {build_us:.2f} us (CPU, off the"
+        " request path); the first figure includes both and the threads' interplay"
+    )
     print(f"ratio otel-asgi / edgemetrics: {added(asgi, 'otel-asgi') / em:.1f}x")
     print(
         "ratio prometheus-fastapi-instrumentator / edgemetrics: "
@@ -242,9 +303,19 @@ def main() -> None:
     fem = added(wsgi, "edgemetrics")
     for name in ("edgemetrics", "otel-wsgi"):
         print(f"Flask + {name}: +{added(wsgi, name):.2f} us/request")
+    print(
+        f"  edgemetrics on the request path alone: +{added(wsgi, 'edgemetrics-request-path'):.2f}"
+        f" us/request; its exporter thread builds an event in {wsgi_build_us:.2f} us"
+    )
     print(f"ratio otel-wsgi / edgemetrics: {added(wsgi, 'otel-wsgi') / fem:.1f}x")
-    goal = em <= 3.0 and added(asgi, "otel-asgi") / em >= 20
-    print(f"goal (FastAPI: <= 3 us and <= 1/20 of otel-asgi): {'met' if goal else 'NOT met'}")
+    path = added(asgi, "edgemetrics-request-path")
+    for label, value in (("request path", path), ("exporter included", em)):
+        goal = value <= 3.0 and added(asgi, "otel-asgi") / value >= 20
+        print(
+            f"goal (FastAPI, {label}: <= 3 us and <= 1/20 of otel-asgi's): "
+            f"{'met' if goal else 'NOT met'} ({value:.2f} us, "
+            f"{added(asgi, 'otel-asgi') / value:.0f}x less than otel-asgi)"
+        )
     print(f"events exported by edgemetrics during the run: {exported}")
     edgemetrics.shutdown()
 

@@ -1,7 +1,8 @@
 """Flask: ``init_app(app)`` wraps ``app.wsgi_app`` in the WSGI middleware.
 
 The template is the ``url_rule`` Flask's router matched (blueprint prefixes included),
-noted by a teardown hook once the view ran; routes are never matched twice.
+read when the response starts (or, if the view raised, from Flask's exception signal);
+routes are never matched twice.
 
 >>> from flask import Flask
 >>> app = Flask("shop")
@@ -34,14 +35,15 @@ def init_app(
         raise TypeError(f"app: expected a Flask application, got {type(app).__name__}")
     from edgemetrics.wsgi import ROUTE_KEY, EdgeMetricsWSGIMiddleware
 
-    def remember_route(exc: BaseException | None) -> None:
-        # Runs while the request context is alive (Flask drops the request right after):
-        # keep the rule the router matched for the middleware to read.
+    def remember_route(sender: Any, exception: BaseException, **extra: Any) -> None:
+        # Only when a view raised (Flask drops its request before the exception leaves
+        # the app): note the rule the router matched for the middleware. Normal requests
+        # pay nothing: the middleware reads the rule when the response starts.
         rule = flask.request.url_rule
         if rule is not None:
             flask.request.environ[ROUTE_KEY] = rule.rule
 
-    app.teardown_request(remember_route)
+    flask.got_request_exception.connect(remember_route, app, weak=False)
     app.wsgi_app = EdgeMetricsWSGIMiddleware(
         app.wsgi_app,
         service=service,

@@ -50,9 +50,10 @@ ROUTE_KEY = "edgemetrics.route"
 def werkzeug_route(environ: Environ) -> str:
     """The template of the rule Werkzeug/Flask matched, with the mount's ``SCRIPT_NAME``.
 
-    Flask clears its request from the environ when the request context ends, so the
-    Flask integration stores the rule under ``environ["edgemetrics.route"]`` in a
-    teardown hook; a plain Werkzeug app leaves its request in ``werkzeug.request``.
+    The middleware calls it when the app calls ``start_response``, while Werkzeug's
+    request (and the ``url_rule`` its router matched) is in ``environ["werkzeug.request"]``.
+    When the app raises instead, the Flask integration has put the rule under
+    ``environ["edgemetrics.route"]`` from Flask's ``got_request_exception`` signal.
 
     >>> werkzeug_route({"PATH_INFO": "/u/7", "edgemetrics.route": "/u/<int:id>"})
     '/u/<int:id>'
@@ -72,7 +73,7 @@ def werkzeug_route(environ: Environ) -> str:
 class _Recorded:
     """The response iterable, counted and timed; records the request when closed."""
 
-    __slots__ = ("_body", "_close", "_middleware", "_size", "_start", "environ", "status")
+    __slots__ = ("_body", "_failed", "_middleware", "_size", "_start", "_state", "environ")
 
     def __init__(
         self,
@@ -80,21 +81,32 @@ class _Recorded:
         environ: Environ,
         body: Iterable[bytes],
         start: float,
+        state: list[Any],
     ) -> None:
         self._middleware = middleware
         self.environ = environ
         self._body = body
         self._start = start
+        self._state = state  # [status line, route, content length], set by start_response
         self._size = 0
-        self.status = 500
+        self._failed = False
 
     def __iter__(self) -> Iterator[bytes]:
+        length = self._state[2]
+        if length is not None:
+            # The app declared its length: hand the server the body's own iterator, so
+            # a response pays nothing per chunk.
+            self._size = 0 if self.environ.get("REQUEST_METHOD") == "HEAD" else length
+            return iter(self._body)
+        return self._counted()
+
+    def _counted(self) -> Iterator[bytes]:
         try:
             for chunk in self._body:
                 self._size += len(chunk)
                 yield chunk
         except BaseException:
-            self.status = 500
+            self._failed = True
             raise
 
     def close(self) -> None:
@@ -103,7 +115,14 @@ class _Recorded:
             if close is not None:
                 close()
         finally:
-            self._middleware._record(self.environ, self.status, self._start, self._size)
+            line, route, _ = self._state
+            status = 500
+            if line is not None and not self._failed:
+                try:
+                    status = int(line[:3])
+                except ValueError:
+                    status = 500
+            self._middleware._record(self.environ, status, self._start, self._size, route)
 
 
 class EdgeMetricsWSGIMiddleware:
@@ -153,33 +172,31 @@ class EdgeMetricsWSGIMiddleware:
             if skip:
                 return self.app(environ, start_response)
         start = perf_counter()
-        recorded: _Recorded | None = None
+        state: list[Any] = [None, None, None]
+        route_of = self._route
 
         def start_response_wrapper(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            if recorded is not None:
-                try:
-                    recorded.status = int(status[:3])
-                except ValueError:
-                    recorded.status = 500
-            else:
-                pending[0] = status
+            # The app has routed and answers now, while its request object is still
+            # alive (Flask drops it from the environ before returning): read the route.
+            state[0] = status
+            try:
+                state[1] = route_of(environ)
+                for name, value in headers:
+                    if len(name) == 14 and name.lower() == "content-length":
+                        state[2] = int(value)
+                        break
+            except Exception:
+                state[1] = state[1] or UNMATCHED_ROUTE
             return start_response(status, headers, exc_info)
 
-        pending: list[str | None] = [None]
         try:
             body = self.app(environ, start_response_wrapper)
         except BaseException:
-            self._record(environ, 500, start, 0)
+            self._record(environ, 500, start, 0, None)
             raise
-        recorded = _Recorded(self, environ, body, start)
-        if pending[0] is not None:
-            try:
-                recorded.status = int(pending[0][:3])
-            except ValueError:
-                recorded.status = 500
-        return recorded
+        return _Recorded(self, environ, body, start, state)
 
     def _is_authenticated(self, environ: Environ) -> bool:
         if self._authenticated is None:
@@ -189,15 +206,18 @@ class EdgeMetricsWSGIMiddleware:
         except Exception:
             return False
 
-    def _record(self, environ: Environ, status: int, start: float, size: int) -> None:
+    def _record(
+        self, environ: Environ, status: int, start: float, size: int, route: str | None
+    ) -> None:
         client = edgemetrics._client
         if client is not None:
-            # The route is read now, while the request object is alive; keeping the
-            # environ (and the framework's request in it) in the buffer would cost more.
-            try:
-                route = self._route(environ)
-            except Exception:
-                route = UNMATCHED_ROUTE
+            # A route not read at start_response (the app raised) is read now; the
+            # buffer keeps strings, never the environ and the framework objects in it.
+            if route is None:
+                try:
+                    route = self._route(environ)
+                except Exception:
+                    route = UNMATCHED_ROUTE
             client.track_raw(
                 (
                     self.recorder,
