@@ -236,6 +236,7 @@ def _new_id() -> str:
     prefix, step = _id_state
     return f"{prefix}{step():016x}"
 
+
 _FIELDS_SET = frozenset(
     (
         "type", "event_id", "timestamp", "service", "method", "route", "status_code",

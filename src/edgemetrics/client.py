@@ -106,6 +106,7 @@ class Client:
         # Events, or raw tuples whose first item is a RawBuilder (built off the hot path).
         self._buffer: deque[Event | tuple[Any, ...]] = deque()
         self._builders: set[RawBuilder] = set()
+        self._raw_wake = max(self.max_batch, min(2048, self.max_buffer // 2))
         self._drain_requested = 0
         self._drained = 0
         self._closed = False
@@ -167,9 +168,12 @@ class Client:
             self.counters.dropped_buffer_full += 1
             return
         buffer.append(record)
-        if len(buffer) == self.max_batch:
+        if len(buffer) == self._raw_wake:
             # Only on the crossing: an exporter already draining keeps going until the
-            # buffer is empty, so waking it again per record would only cost the caller.
+            # buffer is empty. Raw records wake it every few thousand, not every batch:
+            # each wake-up costs a GIL hand-over that the request threads pay for, and a
+            # busy API fills a batch every few milliseconds (flush_interval still bounds
+            # how long a record waits).
             self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
