@@ -76,9 +76,7 @@ class InvalidEvent(ValueError):
 
     def __init__(self, errors: list[tuple[str, str, str]]):
         self.errors = errors
-        super().__init__(
-            "; ".join(f"{field}: {message} [{rule}]" for field, rule, message in errors)
-        )
+        super().__init__("; ".join(f"{field}: {message} [{rule}]" for field, rule, message in errors))
 
     @classmethod
     def from_validation_error(cls, exc: ValidationError) -> InvalidEvent:
@@ -378,13 +376,7 @@ def parse_event(data: Mapping[str, Any]) -> Event:
     kind = data.get("type")
     if kind not in EVENT_TYPES:
         raise InvalidEvent(
-            [
-                (
-                    "type",
-                    "enum",
-                    f"unknown event type {kind!r}; expected one of {sorted(EVENT_TYPES)}",
-                )
-            ]
+            [("type", "enum", f"unknown event type {kind!r}; expected one of {sorted(EVENT_TYPES)}")]
         )
     if not all(isinstance(key, str) for key in data):
         raise InvalidEvent([("event", "type", "field names must be strings")])
