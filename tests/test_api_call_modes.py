@@ -151,3 +151,18 @@ def test_bad_options_are_refused_with_the_field_named() -> None:
         ApiCallRecorder(sample_rate=0)
     with pytest.raises(ValueError, match="service"):
         ApiCallRecorder(service="")
+
+
+def test_a_forked_child_never_ships_its_parents_open_aggregates() -> None:
+    import os
+
+    recorder = ApiCallRecorder(cost_mode=True)
+    recorder.build((recorder, "GET", "/a", 200, 0.0, 0.001, 1, False, 1))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: reports how many aggregate rows it would ship
+        os.write(write, str(len(recorder.drain(force=True))).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"0"
+    assert len(recorder.drain(force=True)) == 1  # the parent still has its own

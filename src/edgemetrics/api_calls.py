@@ -30,6 +30,7 @@ import random
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -106,6 +107,13 @@ class ApiCallRecorder:
         # when a flush from another thread forces a drain.
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str, int, int], list[float]] = {}
+        _recorders.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent ships its own open aggregates; a child starting with a copy of them
+        # would ship them twice. Its lock may have been held at the fork: a new one.
+        self._lock = threading.Lock()
+        self._open = {}
 
     @property
     def needs_filter(self) -> bool:
@@ -320,6 +328,17 @@ def _api_call(
 
 _last_ms: list[tuple[int, datetime]] = [(0, datetime.fromtimestamp(0, tz=UTC))]
 
+
+_recorders: weakref.WeakSet[ApiCallRecorder] = weakref.WeakSet()
+
+
+def _reset_recorders_after_fork() -> None:
+    for recorder in list(_recorders):
+        recorder._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_recorders_after_fork)
 
 # perf_counter -> wall clock: one offset, measured again each second so clock steps and
 # NTP slewing show up within a second, without two clock reads per event.
