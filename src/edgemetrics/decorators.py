@@ -158,6 +158,9 @@ class JobTracker:
     ``name`` defaults to the function's qualified name; ``enqueued_at`` (a datetime, epoch
     seconds, or ``callable(*args, **kwargs)`` giving one) yields the queue delay. Inside a
     ``with`` block, set ``.retries`` or ``.outcome`` on the tracker if the host knows them.
+    As a context manager a tracker holds the state of one block: call ``track_job(...)``
+    for each block rather than sharing one tracker between threads. As a decorator it
+    keeps no per-call state and is safe from any thread.
 
     >>> import edgemetrics
     >>> from edgemetrics.sinks import MemorySink
