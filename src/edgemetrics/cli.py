@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 # Modules exposing add_command(subparsers); imported lazily so each brings its own extras.
 COMMANDS: tuple[str, ...] = (
+    "edgemetrics.cost",
     "edgemetrics.demo.command",
     "edgemetrics.layout_command",
     "edgemetrics.privacy_command",

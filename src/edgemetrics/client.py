@@ -28,7 +28,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgemetrics.batch import Batch, BatchRejected, Sink, SinkError, new_batch_id
 from edgemetrics.events import EVENT_TYPES, Event, PipelineHealth
@@ -44,6 +44,7 @@ __all__ = [
     "Client",
     "Counters",
     "FailureHook",
+    "RawBuilder",
     "RetryPolicy",
     "Sink",
     "SinkError",
@@ -52,6 +53,19 @@ __all__ = [
 log = logging.getLogger("edgemetrics")
 
 FailureHook = Callable[[Batch, BaseException], None]
+
+
+class RawBuilder(Protocol):
+    """Turns raw records into events on the exporter thread (see :meth:`Client.track_raw`).
+
+    ``build`` gets the whole record (whose first item is the builder itself) and returns
+    the event, or None when it kept the record for an aggregate. ``drain`` returns the
+    aggregates that are complete; ``force`` (flush, close) asks for all of them.
+    """
+
+    def build(self, record: tuple[Any, ...]) -> Event | None: ...
+
+    def drain(self, force: bool) -> list[Event]: ...
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _EVENT_CLASSES = frozenset(EVENT_TYPES.values())
@@ -107,13 +121,19 @@ class Client:
         # pseudonyms are stable for this process's life only (an in-memory key).
         self.pseudonymizer = pseudonymizer if pseudonymizer is not None else Pseudonymizer()
         self.counters = Counters()
+        # Raw records wake the exporter every few thousand, not every batch: each wake-up
+        # costs a GIL hand-over that request threads pay for (flush_interval still bounds
+        # how long a record waits).
+        self._raw_wake = max(self.max_batch, min(2048, self.max_buffer // 2))
         self._pid = os.getpid()
         self._closed = False
         self._start()
         _clients.add(self)
 
     def _start(self) -> None:
-        self._buffer: deque[Event] = deque()
+        # Events, or raw tuples whose first item is a RawBuilder (built off the hot path).
+        self._buffer: deque[Event | tuple[Any, ...]] = deque()
+        self._builders: set[RawBuilder] = set()
         self._exporter = Exporter(self)
         self._exporter.start()
 
@@ -143,6 +163,63 @@ class Client:
         buffer.append(event)
         if depth + 1 == self.max_batch:
             self._exporter.wake()
+
+    def track_raw(self, record: tuple[Any, ...]) -> None:
+        """Queue a raw record whose first item is a :class:`RawBuilder`; never blocks.
+
+        For instrumentation whose events are well-formed by construction (the middleware):
+        the caller's thread only appends a tuple, and the exporter thread builds the event
+        (or folds it into an aggregate, in cost mode).
+
+        >>> from edgemetrics.sinks import MemorySink
+        >>> from edgemetrics.events import View
+        >>> class Views:
+        ...     def build(self, record): return View(content_id=record[1])
+        ...     def drain(self, force): return []
+        >>> sink = MemorySink()
+        >>> client = Client(sink)
+        >>> client.track_raw((Views(), "v7"))
+        >>> client.flush() and sink.events[0].content_id
+        'v7'
+        >>> client.close()
+        """
+        buffer = self._buffer
+        depth = len(buffer)
+        if depth >= self.max_buffer:
+            self.counters.add(dropped_buffer_full=1)
+            return
+        buffer.append(record)
+        if depth + 1 == self._raw_wake:
+            self._exporter.wake()
+
+    def build_raw(self, items: list[Event | tuple[Any, ...]]) -> list[Event]:
+        """Exporter thread: raw records become events (or go into their aggregates)."""
+        out: list[Event] = []
+        builders = self._builders
+        for item in items:
+            if type(item) is not tuple:
+                out.append(item)  # type: ignore[arg-type]
+                continue
+            builder = item[0]
+            builders.add(builder)
+            try:
+                event = builder.build(item)
+            except Exception as exc:  # a builder bug must never stop the exporter
+                log.warning("edgemetrics: raw record dropped: %r", exc)
+                continue
+            if event is not None:
+                out.append(event)
+        return out
+
+    def drain_aggregates(self, force: bool) -> list[Event]:
+        """Exporter thread: the aggregates that are complete (all of them when ``force``)."""
+        out: list[Event] = []
+        for builder in list(self._builders):
+            try:
+                out.extend(builder.drain(force))
+            except Exception as exc:
+                log.warning("edgemetrics: aggregate dropped: %r", exc)
+        return out
 
     def track_durable(self, event: Event) -> bool:
         """Write one event to the spool and fsync it before returning (purchases, refunds).

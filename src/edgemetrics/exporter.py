@@ -65,6 +65,9 @@ class Exporter:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._in_flight: list[Event] = []
+        # flush() asks for open aggregates (cost mode) too: requests and what was served.
+        self._drain_requested = 0
+        self._drained = 0
         self._stopping = False
         self._deadline = float("inf")
         self._failures = 0
@@ -102,7 +105,9 @@ class Exporter:
         """Wait until the buffer is empty and nothing is in flight, or ``deadline``."""
         buffer = self.client._buffer
         with self._idle:
-            while buffer or self._in_flight or self._pending:
+            self._drain_requested += 1
+            wanted = self._drain_requested
+            while buffer or self._in_flight or self._pending or self._drained < wanted:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return False
@@ -158,6 +163,8 @@ class Exporter:
                 return
 
     def _cycle(self) -> None:
+        with self._idle:
+            wanted = self._drain_requested
         now = time.monotonic()
         if now >= self._next_health:
             self._next_health = now + (self.client.health_interval or float("inf"))
@@ -189,22 +196,26 @@ class Exporter:
                         self._idle.notify_all()
             replayed = False if self._stopping else self._replay_one()
             if not events and not replayed:
+                self._ship_aggregates(wanted)
                 return
 
     def _take(self) -> list[Event]:
         buffer = self.client._buffer
         while True:
             n = min(len(buffer), self.client.max_batch)
-            out = []
+            items = []
             for _ in range(n):
                 try:
-                    out.append(buffer.popleft())
+                    items.append(buffer.popleft())
                 except IndexError:
                     break
-            if not out:
-                return out
+            if not items:
+                return []
             # Counted here, off the caller's thread: events_in = what left the buffer.
-            self.client.counters.add(tracked=len(out))
+            self.client.counters.add(tracked=len(items))
+            out = self.client.build_raw(items)
+            if not out:  # all folded into aggregates
+                continue
             # In flight before the privacy step (it may touch the key store), so a
             # concurrent flush() never sees an empty buffer and nothing in flight.
             with self._idle:
@@ -218,12 +229,33 @@ class Exporter:
 
     def _take_all(self) -> list[Event]:
         buffer = self.client._buffer
-        out = []
+        items = []
         while True:
             try:
-                out.append(buffer.popleft())
+                items.append(buffer.popleft())
             except IndexError:
-                return self.client.prepare(out)
+                break
+        events = self.client.build_raw(items) + self.client.drain_aggregates(force=True)
+        return self.client.prepare(events)
+
+    def _ship_aggregates(self, wanted: int) -> None:
+        """Ship the aggregates that are complete, or all of them when a flush asked."""
+        force = self._stopping or self._drained < wanted
+        ready = self.client.prepare(self.client.drain_aggregates(force))
+        step = self.client.max_batch
+        for start in range(0, len(ready), step):
+            chunk = ready[start : start + step]
+            with self._idle:
+                self._in_flight = chunk
+            try:
+                self._deliver_live(chunk)
+            finally:
+                with self._idle:
+                    self._in_flight = []
+                    self._idle.notify_all()
+        with self._idle:
+            self._drained = max(self._drained, wanted)
+            self._idle.notify_all()
 
     def _batches(self, events: list[Event]) -> list[Batch]:
         """Serialise; split in halves while a body would pass ``max_batch_bytes``."""

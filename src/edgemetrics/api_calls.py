@@ -1,0 +1,365 @@
+"""What the HTTP middlewares share: options, the hot-path record and the api_call builder.
+
+The request path does as little as possible: it appends one tuple to the client's buffer
+(:meth:`edgemetrics.client.Client.track_raw`). The exporter thread turns tuples into
+:class:`~edgemetrics.events.ApiCall` events, or folds them into per-minute aggregates in
+cost mode. The tuples are well-formed by construction, so the events are built without
+re-validation.
+
+Meaning of an api_call row, in every mode: the row stands for ``calls`` requests;
+``duration_ms`` and ``response_bytes`` are their mean, ``duration_min_ms`` and
+``duration_max_ms`` their extremes and ``errors`` how many of them were 5xx. So a count is
+``sum(calls * _sample_interval)`` and a total is ``sum(x * calls * _sample_interval)``,
+whether a row is one request, a head-sampled request (``calls`` = the sampling interval)
+or a cost-mode aggregate.
+
+>>> recorder = ApiCallRecorder(service="api", exclude_paths=["/health", "/static/*"])
+>>> recorder.excluded("GET", "/static/app.css"), recorder.excluded("GET", "/v1/items")
+(True, False)
+>>> event = recorder.build((recorder, "GET", "/v1/items/{id}", 200, 0.0, 0.004, 12, False, 1))
+>>> event.route, event.status_code, round(event.duration_ms), event.calls
+('/v1/items/{id}', 200, 4, 1)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import os
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from edgemetrics.events import ApiCall, Event
+
+# Every path no route matched (404 scans, bots) shares this label: cardinality stays flat.
+UNMATCHED_ROUTE = "(unmatched)"
+
+# Record layout, built by the middlewares (index: field):
+# 0 recorder, 1 method, 2 request info (the ASGI scope, the WSGI environ, ...; the
+# recorder's ``resolve_route``/``resolve_authenticated`` read it on the exporter thread),
+# 3 status code, 4 start (perf_counter s), 5 end (perf_counter s), 6 response bytes,
+# 7 authenticated (True/False, or None: ask ``resolve_authenticated``),
+# 8 weight (requests this record stands for).
+Record = tuple[Any, ...]
+RouteResolver = Callable[[Any], str]
+AuthResolver = Callable[[Any], bool]
+
+
+def _route_is_info(info: Any) -> str:
+    return info if isinstance(info, str) else UNMATCHED_ROUTE
+
+
+def _anonymous(info: Any) -> bool:
+    return False
+
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_METHOD = re.compile(r"^[A-Z]{1,16}$")
+
+
+def _compile_paths(patterns: Iterable[str]) -> Callable[[str], Any] | None:
+    """One regex for all exclusion patterns (globs: ``*`` matches within and across ``/``)."""
+    parts = [fnmatch.translate(p) for p in patterns]
+    if not parts:
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in parts)).match
+
+
+class ApiCallRecorder:
+    """The options of one middleware instance and the builder of its api_call events.
+
+    ``sample_rate`` keeps about that fraction of requests (rounded to one in an integer N),
+    each stored with ``calls = N`` so totals stay right. ``cost_mode`` pre-aggregates per
+    endpoint, status class and minute before export.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: str = "app",
+        exclude_paths: Iterable[str] = (),
+        exclude_methods: Iterable[str] = (),
+        sample_rate: float = 1.0,
+        cost_mode: bool = False,
+        resolve_route: RouteResolver = _route_is_info,
+        resolve_authenticated: AuthResolver = _anonymous,
+    ) -> None:
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError("sample_rate: must be in (0, 1]")
+        if not 1 <= len(service) <= 64:
+            raise ValueError("service: must be 1 to 64 characters")
+        self.service = service
+        self.exclude_paths = tuple(exclude_paths)
+        self.exclude_methods = frozenset(m.upper() for m in exclude_methods)
+        self._path_excluded = _compile_paths(self.exclude_paths)
+        self.sample_interval = max(1, round(1.0 / sample_rate))
+        self.cost_mode = cost_mode
+        self.resolve_route = resolve_route
+        self.resolve_authenticated = resolve_authenticated
+        self._random = random.random
+        # Cost-mode state: touched by the exporter thread only; the lock guards drain vs build
+        # when a flush from another thread forces a drain.
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, str, int, int], list[float]] = {}
+        _recorders.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent ships its own open aggregates; a child starting with a copy of them
+        # would ship them twice. Its lock may have been held at the fork: a new one.
+        self._lock = threading.Lock()
+        self._open = {}
+
+    @property
+    def needs_filter(self) -> bool:
+        """True when a request must be checked before it is recorded (exclusions, sampling)."""
+        return bool(self._path_excluded or self.exclude_methods or self.sample_interval > 1)
+
+    def excluded(self, method: str, path: str) -> bool:
+        """Whether a request is left out: excluded method or path, or not in the sample."""
+        if method in self.exclude_methods:
+            return True
+        if self._path_excluded is not None and self._path_excluded(path):
+            return True
+        return self.sample_interval > 1 and self._random() * self.sample_interval >= 1.0
+
+    # --- exporter thread -------------------------------------------------------------
+
+    def build(self, record: Record) -> Event | None:
+        """One api_call event from a record, or None when cost mode folds it in."""
+        _, method, info, status, start, end, size, authenticated, weight = record
+        try:
+            route = self.resolve_route(info) or UNMATCHED_ROUTE
+        except Exception:  # a host route object we do not understand: never lose the call
+            route = UNMATCHED_ROUTE
+        if authenticated is None:
+            try:
+                authenticated = self.resolve_authenticated(info)
+            except Exception:
+                authenticated = False
+        if method not in _KNOWN_METHODS and not _METHOD.match(method):
+            method = "OTHER"  # a client's made-up verb must not make the event invalid
+        duration_ms = (end - start) * 1000.0
+        if duration_ms < 0.0:
+            duration_ms = 0.0
+        wall = start + _wall_offset(start)
+        if self.cost_mode:
+            self._fold(wall, method, route, status, duration_ms, size, weight)
+            return None
+        # What _api_call does, inlined: this runs once per request on the exporter thread.
+        ms = int(wall * 1000)
+        last = _last_ms[0]
+        if ms != last[0]:
+            last = (ms, datetime.fromtimestamp(ms / 1000, tz=UTC))
+            _last_ms[0] = last
+        prefix, step = _id_state
+        event = _new(ApiCall)
+        _set(
+            event,
+            "__dict__",
+            {
+                "type": "api_call",
+                "event_id": f"{prefix}{step():016x}",
+                "timestamp": last[1],
+                "session_id": None,
+                "user_id": None,
+                "authenticated": bool(authenticated),
+                "service": self.service,
+                "method": method,
+                "route": route[:200],
+                "status_code": status,
+                "duration_ms": duration_ms,
+                "response_bytes": size,
+                "calls": weight,
+                "duration_min_ms": duration_ms,
+                "duration_max_ms": duration_ms,
+                "errors": weight if status >= 500 else 0,
+            },
+        )
+        _set(event, "__pydantic_fields_set__", _FIELDS_SET)
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        return event
+
+    def _fold(
+        self,
+        wall: float,
+        method: str,
+        route: str,
+        status: int,
+        duration_ms: float,
+        size: int,
+        weight: int,
+    ) -> None:
+        key = (method, route[:200], status // 100 * 100, int(wall // 60))
+        with self._lock:
+            agg = self._open.get(key)
+            if agg is None:
+                # calls, sum of duration, min, max, errors, sum of bytes
+                self._open[key] = [weight, duration_ms * weight, duration_ms, duration_ms, 0, 0]
+                agg = self._open[key]
+            else:
+                agg[0] += weight
+                agg[1] += duration_ms * weight
+                agg[2] = min(agg[2], duration_ms)
+                agg[3] = max(agg[3], duration_ms)
+            if status >= 500:
+                agg[4] += weight
+            agg[5] += size * weight
+
+    def drain(self, force: bool) -> list[Event]:
+        """Aggregates of minutes that are over (all of them when ``force``)."""
+        if not self.cost_mode:
+            return []
+        current = int(time.time() // 60)
+        with self._lock:
+            done = [k for k in self._open if force or k[3] < current]
+            rows = [(k, self._open.pop(k)) for k in done]
+        return [
+            _api_call(
+                datetime.fromtimestamp(minute * 60, tz=UTC),
+                self.service,
+                method,
+                route,
+                status_class,
+                total / calls,
+                round(size / calls),
+                int(calls),
+                low,
+                high,
+                int(errors),
+                False,
+            )
+            for (method, route, status_class, minute), (
+                calls,
+                total,
+                low,
+                high,
+                errors,
+                size,
+            ) in rows
+        ]
+
+
+# Event ids: 64 random bits drawn from the OS per process (again in every forked child:
+# ids must never repeat across gunicorn workers) followed by a 64-bit counter. Unique
+# within a process by construction and across processes with overwhelming probability,
+# and several times cheaper than uuid4, which reads the OS for every id.
+_id_state: list[Any] = []
+
+
+def _reset_ids() -> None:
+    _id_state[:] = [os.urandom(8).hex(), itertools.count(1).__next__]
+
+
+_reset_ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_ids)
+
+
+def _new_id() -> str:
+    prefix, step = _id_state
+    return f"{prefix}{step():016x}"
+
+
+_FIELDS_SET = frozenset(
+    (
+        "type", "event_id", "timestamp", "service", "method", "route", "status_code",
+        "duration_ms", "response_bytes", "calls", "duration_min_ms", "duration_max_ms",
+        "errors", "authenticated",
+    )
+)  # fmt: skip
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _api_call(
+    timestamp: datetime,
+    service: str,
+    method: str,
+    route: str,
+    status: int,
+    duration_ms: float,
+    size: int,
+    calls: int,
+    low: float,
+    high: float,
+    errors: int,
+    authenticated: bool,
+) -> ApiCall:
+    """An ApiCall from values valid by construction, without pydantic's validation.
+
+    What ``model_construct`` does, minus its generic per-field default handling, which is
+    most of its cost; the exporter builds one of these per request.
+    """
+    event = _new(ApiCall)
+    _set(
+        event,
+        "__dict__",
+        {
+            "type": "api_call",
+            "event_id": _new_id(),
+            "timestamp": timestamp,
+            "session_id": None,
+            "user_id": None,
+            "authenticated": authenticated,
+            "service": service,
+            "method": method,
+            "route": route,
+            "status_code": status,
+            "duration_ms": duration_ms,
+            "response_bytes": size,
+            "calls": calls,
+            "duration_min_ms": low,
+            "duration_max_ms": high,
+            "errors": errors,
+        },
+    )
+    _set(event, "__pydantic_fields_set__", _FIELDS_SET)
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
+
+
+_last_ms: list[tuple[int, datetime]] = [(0, datetime.fromtimestamp(0, tz=UTC))]
+
+
+_recorders: weakref.WeakSet[ApiCallRecorder] = weakref.WeakSet()
+
+
+def _reset_recorders_after_fork() -> None:
+    for recorder in list(_recorders):
+        recorder._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_recorders_after_fork)
+
+# perf_counter -> wall clock: one offset, measured again each second so clock steps and
+# NTP slewing show up within a second, without two clock reads per event.
+_offset: list[float] = [time.perf_counter() - 2.0, 0.0]
+
+
+def _wall_offset(now_perf: float) -> float:
+    checked, offset = _offset
+    if now_perf - checked > 1.0 or now_perf < checked:
+        perf = time.perf_counter()
+        offset = time.time() - perf
+        _offset[:] = [perf, offset]
+    return offset
+
+
+def _utc_ms(wall: float) -> datetime:
+    # Events keep milliseconds (AE's and DuckDB's resolution), as the model's validator
+    # does. Under load many requests share a millisecond: reuse the last datetime.
+    ms = int(wall * 1000)
+    last = _last_ms[0]
+    if ms != last[0]:
+        last = (ms, datetime.fromtimestamp(ms / 1000, tz=UTC))
+        _last_ms[0] = last  # one store: another exporter thread sees old or new, whole
+    return last[1]

@@ -1,0 +1,233 @@
+"""WSGI middleware: one api_call event per request, for Flask and other WSGI apps.
+
+The status comes from ``start_response``; the duration runs until the server closes the
+response iterable (so a streamed body is timed to its end); the body size is counted as
+the server iterates. The route template is read after the app ran by ``route(environ)``:
+by default the ``url_rule`` Flask's router matched (see :func:`werkzeug_route`).
+Nothing is matched twice, and the raw path is never stored. When the app raises, the
+request is recorded as a 500 and the same exception propagates.
+
+>>> import edgemetrics
+>>> from edgemetrics.sinks import MemorySink
+>>> def app(environ, start_response):
+...     start_response("204 No Content", [])
+...     return [b""]
+>>> wrapped = EdgeMetricsWSGIMiddleware(app, route=lambda environ: "/ping")
+>>> sink = MemorySink()
+>>> _ = edgemetrics.configure(sink=sink)
+>>> from wsgiref.util import setup_testing_defaults
+>>> environ = {}
+>>> setup_testing_defaults(environ)
+>>> body = wrapped(environ, lambda status, headers, exc_info=None: None)
+>>> b"".join(body), body.close()
+(b'', None)
+>>> edgemetrics.flush() and (sink.events[0].route, sink.events[0].status_code)
+('/ping', 204)
+>>> edgemetrics.shutdown()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from time import perf_counter
+from types import TracebackType
+from typing import Any
+
+import edgemetrics
+from edgemetrics.api_calls import UNMATCHED_ROUTE, ApiCallRecorder
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+__all__ = ["ROUTE_KEY", "EdgeMetricsWSGIMiddleware", "werkzeug_route"]
+
+
+ROUTE_KEY = "edgemetrics.route"
+
+
+def werkzeug_route(environ: Environ) -> str:
+    """The template of the rule Werkzeug/Flask matched, with the mount's ``SCRIPT_NAME``.
+
+    The middleware calls it when the app calls ``start_response``, while Werkzeug's
+    request (and the ``url_rule`` its router matched) is in ``environ["werkzeug.request"]``.
+    When the app raises instead, the Flask integration has put the rule under
+    ``environ["edgemetrics.route"]`` from Flask's ``got_request_exception`` signal.
+
+    >>> werkzeug_route({"PATH_INFO": "/u/7", "edgemetrics.route": "/u/<int:id>"})
+    '/u/<int:id>'
+    >>> werkzeug_route({"PATH_INFO": "/u/7"})
+    '(unmatched)'
+    """
+    template = environ.get(ROUTE_KEY)
+    if template is None:
+        request = environ.get("werkzeug.request")
+        rule = getattr(request, "url_rule", None)
+        template = getattr(rule, "rule", None)
+    if not isinstance(template, str):
+        return UNMATCHED_ROUTE
+    return str(environ.get("SCRIPT_NAME", "")).rstrip("/") + template
+
+
+class _Recorded:
+    """The response iterable, counted and timed; records the request when closed."""
+
+    __slots__ = ("_body", "_failed", "_middleware", "_size", "_start", "_state", "environ")
+
+    def __init__(
+        self,
+        middleware: EdgeMetricsWSGIMiddleware,
+        environ: Environ,
+        body: Iterable[bytes],
+        start: float,
+        state: list[Any],
+    ) -> None:
+        self._middleware = middleware
+        self.environ = environ
+        self._body = body
+        self._start = start
+        self._state = state  # [status line, route, content length], set by start_response
+        self._size = 0
+        self._failed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        length = self._state[2]
+        if length is not None:
+            # The app declared its length: hand the server the body's own iterator, so
+            # a response pays nothing per chunk.
+            self._size = 0 if self.environ.get("REQUEST_METHOD") == "HEAD" else length
+            return iter(self._body)
+        return self._counted()
+
+    def _counted(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._body:
+                self._size += len(chunk)
+                yield chunk
+        except BaseException:
+            self._failed = True
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            line, route, _ = self._state
+            status = 500
+            if line is not None and not self._failed:
+                try:
+                    status = int(line[:3])
+                except ValueError:
+                    status = 500
+            self._middleware._record(self.environ, status, self._start, self._size, route)
+
+
+class EdgeMetricsWSGIMiddleware:
+    """Wrap a WSGI app; each request becomes one api_call event.
+
+    Options as :class:`edgemetrics.asgi.EdgeMetricsMiddleware`, plus ``route(environ)``,
+    which reads the matched template after the app ran (default: Flask/Werkzeug's
+    ``url_rule``), and ``authenticated(environ) -> bool``; both are called once the
+    response is done.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        service: str = "app",
+        exclude_paths: Iterable[str] = (),
+        exclude_methods: Iterable[str] = (),
+        sample_rate: float = 1.0,
+        cost_mode: bool = False,
+        route: Callable[[Environ], str] = werkzeug_route,
+        authenticated: Callable[[Environ], bool] | None = None,
+    ) -> None:
+        self.app = app
+        self.recorder = ApiCallRecorder(
+            service=service,
+            exclude_paths=exclude_paths,
+            exclude_methods=exclude_methods,
+            sample_rate=sample_rate,
+            cost_mode=cost_mode,
+        )
+        self._route = route
+        self._authenticated = authenticated
+        self._filtered = self.recorder.needs_filter
+        self._weight = self.recorder.sample_interval
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if edgemetrics._client is None:
+            return self.app(environ, start_response)
+        if self._filtered:
+            try:
+                skip = self.recorder.excluded(
+                    environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+                )
+            except Exception:
+                skip = True
+            if skip:
+                return self.app(environ, start_response)
+        start = perf_counter()
+        state: list[Any] = [None, None, None]
+        route_of = self._route
+
+        def start_response_wrapper(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            # The app has routed and answers now, while its request object is still
+            # alive (Flask drops it from the environ before returning): read the route.
+            state[0] = status
+            try:
+                state[1] = route_of(environ)
+                for name, value in headers:
+                    if len(name) == 14 and name.lower() == "content-length":
+                        state[2] = int(value)
+                        break
+            except Exception:
+                state[1] = state[1] or UNMATCHED_ROUTE
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, start_response_wrapper)
+        except BaseException:
+            self._record(environ, 500, start, 0, None)
+            raise
+        return _Recorded(self, environ, body, start, state)
+
+    def _is_authenticated(self, environ: Environ) -> bool:
+        if self._authenticated is None:
+            return False
+        try:
+            return bool(self._authenticated(environ))
+        except Exception:
+            return False
+
+    def _record(
+        self, environ: Environ, status: int, start: float, size: int, route: str | None
+    ) -> None:
+        client = edgemetrics._client
+        if client is not None:
+            # A route not read at start_response (the app raised) is read now; the
+            # buffer keeps strings, never the environ and the framework objects in it.
+            if route is None:
+                try:
+                    route = self._route(environ)
+                except Exception:
+                    route = UNMATCHED_ROUTE
+            client.track_raw(
+                (
+                    self.recorder,
+                    environ.get("REQUEST_METHOD", "GET"),
+                    route,
+                    status,
+                    start,
+                    perf_counter(),
+                    size,
+                    self._is_authenticated(environ),
+                    self._weight,
+                )
+            )
