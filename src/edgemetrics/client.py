@@ -67,6 +67,7 @@ class RawBuilder(Protocol):
 
     def drain(self, force: bool) -> list[Event]: ...
 
+
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _EVENT_CLASSES = frozenset(EVENT_TYPES.values())
 # Handles inherited from the parent across fork are kept referenced, never closed: closing
