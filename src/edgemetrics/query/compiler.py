@@ -16,8 +16,8 @@ components, one per quantile source. The engine merges them by their dimension k
 >>> part = plan(q, Principal.creator("c1")).parts[0]
 >>> print(compile_part(part, "ae", *plan(q, Principal.creator("c1")).bounds()))  # doctest: +NORMALIZE_WHITESPACE
 SELECT blob7 AS d0, count() AS _rows, max(_sample_interval) AS _maxsi,
-  sumIf(_sample_interval, (blob1 = 'view')) AS s0,
-  sumIf(_sample_interval * (_sample_interval - 1), (blob1 = 'view')) AS v0
+  sum(_sample_interval) AS s0,
+  sum(_sample_interval * (_sample_interval - 1)) AS v0
 FROM edgemetrics_content
 WHERE timestamp >= toDateTime(1704067200) AND timestamp < toDateTime(1704153600)
   AND (blob1 = 'view') AND (index1 = 'c1' AND blob4 = 'c1')
@@ -324,7 +324,13 @@ def _weighted(expr: str, weight: str) -> str:
     return weight if expr == "1" else f"{expr} * {weight}"
 
 
-def _agg(expr: str, cond: str, dialect: str) -> str:
+def _redundant(c: Component, part: SqlPart) -> bool:
+    return c.min_status_class is None and set(c.types) == set(part.types)
+
+
+def _agg(expr: str, cond: str | None, dialect: str) -> str:
+    if cond is None:
+        return f"sum({expr})"
     if dialect == "ae":
         return f"sumIf({expr}, {cond})"
     return f"sum({expr}) FILTER (WHERE {cond})"
@@ -356,8 +362,14 @@ def key_columns(part: SqlPart, query: Query, dialect: str) -> list[str]:
 
 
 def compile_part(part: SqlPart, dialect: str, query: Query, principal: Principal,
-                 start: datetime, end: datetime, *, ci: bool = False) -> str:
-    """The SQL text of one part in ``dialect`` (``ae`` or ``duckdb``) over ``[start, end)``."""
+                 start: datetime, end: datetime, *, ci: bool = False,
+                 variances: bool = True) -> str:
+    """The SQL text of one part in ``dialect`` (``ae`` or ``duckdb``) over ``[start, end)``.
+
+    ``variances=False`` leaves out the variance sums: an engine whose rows are rarely
+    sampled (the embedded store) asks for them only when ``_maxsi`` says it must.
+    ``ci=True`` asks a quantile part for the levels around each quantile.
+    """
     if dialect not in DIALECTS:
         raise QueryError(f"dialect: {dialect!r} is not one of {DIALECTS} [enum]")
     if part.quantile is not None:
@@ -369,11 +381,13 @@ def compile_part(part: SqlPart, dialect: str, query: Query, principal: Principal
     select = [*keys, f"{count} AS _rows", "max(_sample_interval) AS _maxsi"]
     for i, c in enumerate(part.components):
         e = c.expr.sql()
-        cond = _component_cond(c, dialect)
+        # The WHERE clause already keeps only the part's types: one type set needs no filter.
+        cond = None if _redundant(c, part) else _component_cond(c, dialect)
         select.append(f"{_agg(_weighted(e, weight), cond, dialect)} AS s{i}")
-        square = "1" if e == "1" else f"{e} * {e}"
-        select.append(f"{_agg(_weighted(square, var_weight), cond, dialect)} AS v{i}")
-    for k, (a, b) in enumerate(part.covariances):
+        if variances:
+            square = "1" if e == "1" else f"{e} * {e}"
+            select.append(f"{_agg(_weighted(square, var_weight), cond, dialect)} AS v{i}")
+    for k, (a, b) in enumerate(part.covariances if variances else ()):
         ca, cb = part.components[a], part.components[b]
         ea, eb = ca.expr.sql(), cb.expr.sql()
         product = "1" if ea == eb == "1" else " * ".join(x for x in (ea, eb) if x != "1")
