@@ -77,15 +77,22 @@ def rollup_columns(family: str) -> list[tuple[str, str]]:
     return cols
 
 
-def source_sql(family: str, day: date, dialect: str) -> str:
-    """The SQL that sums one UTC day of a family's raw rows, in the source's dialect."""
+def source_sql(family: str, first: date, end: date, dialect: str) -> str:
+    """The SQL that sums the UTC days ``[first, end)`` of a family's raw rows, per day, in the
+    source's dialect (``ae`` or ``duckdb``)."""
     from edgemetrics.query.compiler import _time_sql, dimension_sql
 
     weight = "_sample_interval" if dialect == "ae" else "CAST(_sample_interval AS DOUBLE)"
     var_weight = f"{weight} * ({weight} - 1)"
-    start = datetime.combine(day, time(), UTC)
+    start = datetime.combine(first, time(), UTC)
+    stop = datetime.combine(end, time(), UTC)
     tenant = "index1" if family in CREATOR_FAMILIES else "''"
-    keys = [f"{col(family, 'type')} AS type", f"{tenant} AS tenant"]
+    day = (
+        "toUnixTimestamp(toStartOfInterval(timestamp, INTERVAL '1' DAY, 'UTC'))"
+        if dialect == "ae"
+        else "epoch(date_trunc('day', timestamp))"
+    )
+    keys = [f"{day} AS day", f"{col(family, 'type')} AS type", f"{tenant} AS tenant"]
     keys += [f"{dimension_sql(d, family, dialect)} AS {d.name}" for d in dimensions_for(family)]
     count = "count()" if dialect == "ae" else "count(*)"
     aggs = [f"{count} AS n_rows", "max(_sample_interval) AS max_si"]
@@ -95,12 +102,13 @@ def source_sql(family: str, day: date, dialect: str) -> str:
         aggs.append(f"sum({var_weight if x == '1' else f'{x} * {x} * {var_weight}'}) AS q_{e.name}")
     for a, b in covariance_pairs()[family]:
         product = " * ".join(x for x in (a.sql(), b.sql()) if x != "1") or "1"
-        aggs.append(f"sum({var_weight if product == '1' else f'{product} * {var_weight}'}) AS {_cov_name(a, b)}")
-    group = ", ".join(["type", "tenant", *[d.name for d in dimensions_for(family)]])
+        term = var_weight if product == "1" else f"{product} * {var_weight}"
+        aggs.append(f"sum({term}) AS {_cov_name(a, b)}")
+    group = ", ".join(["day", "type", "tenant", *[d.name for d in dimensions_for(family)]])
     return (
         f"SELECT {', '.join(keys + aggs)} FROM {TABLES[family]} "
         f"WHERE timestamp >= {_time_sql(start, dialect)} "
-        f"AND timestamp < {_time_sql(start + timedelta(days=1), dialect)} GROUP BY {group}"
+        f"AND timestamp < {_time_sql(stop, dialect)} GROUP BY {group}"
     )
 
 
@@ -323,6 +331,7 @@ def build(
     families: tuple[str, ...] = FAMILIES,
     rebuild: bool = False,
     now: datetime | None = None,
+    chunk_days: int = 31,
 ) -> BuildReport:
     """Build every missing day of ``families`` from ``since`` (default: the first raw day) up
     to ``until`` (default: yesterday, UTC; today is not complete yet).
@@ -338,17 +347,32 @@ def build(
         if first is None:
             continue
         done = set() if rebuild else rollups.built_days(family)
+        missing = []
         day = first
         while day <= last:
             if day in done:
                 report.days_skipped += 1
             else:
-                rows = backend.run(source_sql(family, day, backend.dialect))
-                rollups.replace_day(family, day, rows)
-                report.days_built += 1
-                report.rows_written += len(rows)
-                report.built.append((family, day))
+                missing.append(day)
             day += timedelta(days=1)
+        # One source query per run of consecutive missing days (at most a month), then
+        # one transaction per day.
+        runs: list[list[date]] = []
+        for d in missing:
+            if runs and d - runs[-1][-1] == timedelta(days=1) and len(runs[-1]) < chunk_days:
+                runs[-1].append(d)
+            else:
+                runs.append([d])
+        for run in runs:
+            rows = backend.run(source_sql(family, run[0], run[-1] + timedelta(days=1), backend.dialect))
+            by_day: dict[date, list[dict[str, Any]]] = {d: [] for d in run}
+            for row in rows:
+                by_day[datetime.fromtimestamp(int(float(row["day"])), UTC).date()].append(row)
+            for d in run:
+                rollups.replace_day(family, d, by_day[d])
+                report.days_built += 1
+                report.rows_written += len(by_day[d])
+                report.built.append((family, d))
     return report
 
 
