@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time as _time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import Phase, settings
 
 from edgemetrics.store import DATASETS, EmbeddedStore
 
@@ -19,22 +27,10 @@ def reset(store: EmbeddedStore) -> None:
         store.execute(f"DELETE FROM {table}")
 
 
-import os
-
-from hypothesis import Phase, settings
-
 # EM_NO_SHRINK=1: report the first failing example as found (debugging aid).
 settings.register_profile("noshrink", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 if os.environ.get("EM_NO_SHRINK"):
     settings.load_profile("noshrink")
-
-
-import glob
-import shutil
-import socket
-import subprocess
-import tempfile
-import time as _time
 
 
 def _free_port() -> int:
@@ -60,11 +56,38 @@ def postgres_dsn() -> Iterator[str]:
         shutil.chown(root, "postgres")
         os.chmod(root, 0o700)
         as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust",
-                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
-    subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w",
-                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-                    "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            f"{bindir}/initdb",
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            f"{bindir}/pg_ctl",
+            "-D",
+            data,
+            "-l",
+            os.path.join(root, "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
     try:
         import psycopg
@@ -80,6 +103,8 @@ def postgres_dsn() -> Iterator[str]:
                 _time.sleep(0.2)
         yield dsn
     finally:
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)

@@ -13,7 +13,16 @@ from conftest import reset
 from query_aesim import ChdbBackend, FakeSqlApi, load
 from query_data import point
 
-from edgemetrics.query import CloudflareBackend, EmbeddedBackend, Engine, Filter, Principal, Query, QueryError, TimeRange
+from edgemetrics.query import (
+    CloudflareBackend,
+    EmbeddedBackend,
+    Engine,
+    Filter,
+    Principal,
+    Query,
+    QueryError,
+    TimeRange,
+)
 from edgemetrics.query.retention import Retention
 from edgemetrics.query.rollup import DuckDBRollups, PostgresRollups, add_command, build
 from edgemetrics.store import EmbeddedStore
@@ -31,15 +40,64 @@ def history() -> list[Any]:
         si = 1 if d % 3 else 4
         for creator, n in (("alice", 2), ("bob", 1), ("o'neil\\", 1)):
             for i in range(n):
-                out.append(point("content", {"type": "view", "creator_id": creator, "content_id": f"{creator}-{i}",
-                                             "country": "FR" if i else "DE", "new_visitor": 1, "device_class": "mobile"},
-                                 t + timedelta(minutes=i), si))
-            out.append(point("content", {"type": "play_start", "creator_id": creator, "content_id": f"{creator}-0"}, t, si))
-            out.append(point("content", {"type": "complete", "creator_id": creator, "content_id": f"{creator}-0"}, t, 1))
-        out.append(point("commerce", {"type": "purchase", "creator_id": "bob", "amount_minor": 250 + d,
-                                      "currency": "EUR" if d % 4 else "USD"}, t, 1))
-        out.append(point("platform", {"type": "api_call", "index1": "app GET /x", "status_code": 500 if d % 5 == 0 else 200,
-                                      "duration_ms": 10 + d, "calls": 1}, t, si))
+                out.append(
+                    point(
+                        "content",
+                        {
+                            "type": "view",
+                            "creator_id": creator,
+                            "content_id": f"{creator}-{i}",
+                            "country": "FR" if i else "DE",
+                            "new_visitor": 1,
+                            "device_class": "mobile",
+                        },
+                        t + timedelta(minutes=i),
+                        si,
+                    )
+                )
+            out.append(
+                point(
+                    "content",
+                    {"type": "play_start", "creator_id": creator, "content_id": f"{creator}-0"},
+                    t,
+                    si,
+                )
+            )
+            out.append(
+                point(
+                    "content",
+                    {"type": "complete", "creator_id": creator, "content_id": f"{creator}-0"},
+                    t,
+                    1,
+                )
+            )
+        out.append(
+            point(
+                "commerce",
+                {
+                    "type": "purchase",
+                    "creator_id": "bob",
+                    "amount_minor": 250 + d,
+                    "currency": "EUR" if d % 4 else "USD",
+                },
+                t,
+                1,
+            )
+        )
+        out.append(
+            point(
+                "platform",
+                {
+                    "type": "api_call",
+                    "index1": "app GET /x",
+                    "status_code": 500 if d % 5 == 0 else 200,
+                    "duration_ms": 10 + d,
+                    "calls": 1,
+                },
+                t,
+                si,
+            )
+        )
     return out
 
 
@@ -50,7 +108,10 @@ QUERIES = [
     Query(("purchases", "revenue", "net_revenue"), ("currency",)),
     Query(("conversion_rate", "views"), ("device_class",)),
     Query(("api_calls", "error_rate", "avg_response_time"), ("status_class",), bucket="week"),
-    Query(("views",), filters=(Filter("country", "ne", "FR"), Filter("creator", "in", ("alice", "o'neil\\")))),
+    Query(
+        ("views",),
+        filters=(Filter("country", "ne", "FR"), Filter("creator", "in", ("alice", "o'neil\\"))),
+    ),
 ]
 
 
@@ -91,7 +152,11 @@ def test_duckdb_rollups_answer_like_raw_data(year: EmbeddedStore, tmp_path: Any)
     assert report.days_built == 3 * DAYS  # three families hold data; every day up to yesterday
     raw_only, split = _engines(year, rollups)
     for q in QUERIES:
-        for principal in (Principal.owner(), Principal.creator("alice"), Principal.creator("o'neil\\")):
+        for principal in (
+            Principal.owner(),
+            Principal.creator("alice"),
+            Principal.creator("o'neil\\"),
+        ):
             if principal.role == "creator" and "api_calls" in q.metrics:
                 continue
             a = raw_only.run(_all_time(q), principal)
@@ -111,18 +176,24 @@ def test_postgres_rollups_answer_like_raw_data(year: EmbeddedStore, postgres_dsn
             _same(raw_only.run(_all_time(q), principal), split.run(_all_time(q), principal))
 
 
-def test_build_is_idempotent_resumable_and_backfills(year: EmbeddedStore, postgres_dsn: str) -> None:
+def test_build_is_idempotent_resumable_and_backfills(
+    year: EmbeddedStore, postgres_dsn: str
+) -> None:
     rollups = PostgresRollups(postgres_dsn)
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM edgemetrics_rollup_days")
         conn.execute("DELETE FROM edgemetrics_rollup_content")
     # An interrupted run: only January was built.
-    first = build(EmbeddedBackend(year), rollups, until=date(2024, 1, 31), families=("content",), now=NOW)
+    first = build(
+        EmbeddedBackend(year), rollups, until=date(2024, 1, 31), families=("content",), now=NOW
+    )
     assert first.days_built == 31
 
     def content_rows() -> list[Any]:
         with psycopg.connect(postgres_dsn) as conn:
-            return conn.execute("SELECT * FROM edgemetrics_rollup_content ORDER BY 1, 2, 3, 4, 5, 6").fetchall()
+            return conn.execute(
+                "SELECT * FROM edgemetrics_rollup_content ORDER BY 1, 2, 3, 4, 5, 6"
+            ).fetchall()
 
     january = content_rows()
     resumed = build(EmbeddedBackend(year), rollups, families=("content",), now=NOW)
@@ -149,10 +220,16 @@ def test_rollups_from_the_cloudflare_backend(year: EmbeddedStore, tmp_path: Any)
         local = DuckDBRollups(tmp_path / "local.duckdb")
         build(EmbeddedBackend(year), local, now=NOW)
         for q in QUERIES:
-            a = Engine(cf, rollups, cache_ttl=0, clock=lambda: NOW).run(_all_time(q), Principal.owner())
-            b = Engine(EmbeddedBackend(year), local, cache_ttl=0, clock=lambda: NOW).run(_all_time(q), Principal.owner())
+            a = Engine(cf, rollups, cache_ttl=0, clock=lambda: NOW).run(
+                _all_time(q), Principal.owner()
+            )
+            b = Engine(EmbeddedBackend(year), local, cache_ttl=0, clock=lambda: NOW).run(
+                _all_time(q), Principal.owner()
+            )
             _same(a, b)
-            c = Engine(ChdbBackend(), cache_ttl=0, raw_days=10_000, clock=lambda: NOW).run(_all_time(q), Principal.owner())  # type: ignore[arg-type]
+            c = Engine(ChdbBackend(), cache_ttl=0, raw_days=10_000, clock=lambda: NOW).run(
+                _all_time(q), Principal.owner()
+            )  # type: ignore[arg-type]
             _same(a, c)
 
 
@@ -164,7 +241,9 @@ def test_old_ranges_after_retention_still_answer(year: EmbeddedStore, tmp_path: 
     before = raw_only.run(q, Principal.owner())
     deleted = Retention(year, clock=lambda: NOW).run_once()
     assert deleted > 0
-    assert year.query("SELECT min(timestamp) AS t FROM edgemetrics_content")[0]["t"] >= (NOW - timedelta(days=90)).replace(tzinfo=None)
+    assert year.query("SELECT min(timestamp) AS t FROM edgemetrics_content")[0]["t"] >= (
+        NOW - timedelta(days=90)
+    ).replace(tzinfo=None)
     _same(before, split.run(q, Principal.owner()))
     assert raw_only.run(q, Principal.owner()).rows != before.rows
 
@@ -178,7 +257,9 @@ def test_quantiles_and_hours_past_90_days_are_refused(year: EmbeddedStore, tmp_p
         split.run(_all_time(Query(("views",), bucket="hour")), Principal.owner())
     # Within 90 days both work from raw data.
     recent = TimeRange.between(NOW - timedelta(days=30), NOW)
-    assert split.run(Query(("p95_response_time",), time_range=recent), Principal.owner()).sources == ("raw",)
+    assert split.run(
+        Query(("p95_response_time",), time_range=recent), Principal.owner()
+    ).sources == ("raw",)
 
 
 def test_rollup_cli(year: EmbeddedStore, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,16 +31,35 @@ def engines(store: EmbeddedStore) -> list[Engine]:
 
 
 def _views(creator: str, n: int, **extra: str) -> list:
-    return [point("content", {"type": "view", "creator_id": creator, "content_id": f"{creator}-v",
-                              "country": "FR", **extra}, T0 + timedelta(minutes=i), 1) for i in range(n)]
+    return [
+        point(
+            "content",
+            {
+                "type": "view",
+                "creator_id": creator,
+                "content_id": f"{creator}-v",
+                "country": "FR",
+                **extra,
+            },
+            T0 + timedelta(minutes=i),
+            1,
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture()
 def two_creators(shared_store: EmbeddedStore) -> EmbeddedStore:
     reset(shared_store)
     data = _views("alice", 3) + _views("bob", 5) + _views("alice' OR '1'='1", 7) + _views("", 11)
-    data += [point("commerce", {"type": "purchase", "creator_id": "bob", "amount_minor": 500,
-                                "currency": "EUR"}, T0, 1)]
+    data += [
+        point(
+            "commerce",
+            {"type": "purchase", "creator_id": "bob", "amount_minor": 500, "currency": "EUR"},
+            T0,
+            1,
+        )
+    ]
     shared_store.write(data)
     load(data)
     return shared_store
@@ -54,7 +73,12 @@ ATTEMPTS = [
     Query(("views",), filters=(Filter("creator", "not_in", ("x",)),), time_range=WINDOW),
     Query(("views",), filters=(Filter("content", "eq", "bob-v"),), time_range=WINDOW),
     Query(("views",), filters=(Filter("country", "eq", "FR' OR '1'='1"),), time_range=WINDOW),
-    Query(("views",), ("content",), filters=(Filter("country", "ne", "') OR (1=1"),), time_range=WINDOW),
+    Query(
+        ("views",),
+        ("content",),
+        filters=(Filter("country", "ne", "') OR (1=1"),),
+        time_range=WINDOW,
+    ),
 ]
 
 
@@ -79,8 +103,12 @@ def test_crafted_creator_id_is_a_literal(two_creators: EmbeddedStore) -> None:
 
 
 def test_creator_cannot_read_another_creators_purchases(two_creators: EmbeddedStore) -> None:
-    q = Query(("purchases", "revenue"), ("currency",), time_range=WINDOW,
-              filters=(Filter("creator", "eq", "bob"),))
+    q = Query(
+        ("purchases", "revenue"),
+        ("currency",),
+        time_range=WINDOW,
+        filters=(Filter("creator", "eq", "bob"),),
+    )
     for engine in engines(two_creators):
         assert engine.run(q, Principal.creator("alice")).rows == []
         assert engine.run(q, Principal.creator("bob")).rows[0].metrics["revenue"] == 500
@@ -88,7 +116,12 @@ def test_creator_cannot_read_another_creators_purchases(two_creators: EmbeddedSt
 
 def test_platform_health_is_owner_only(shared_store: EmbeddedStore) -> None:
     engine = Engine(EmbeddedBackend(shared_store), cache_ttl=0)
-    for metrics in (("api_calls",), ("p95_response_time",), ("pipeline_drop_rate",), ("views", "errors")):
+    for metrics in (
+        ("api_calls",),
+        ("p95_response_time",),
+        ("pipeline_drop_rate",),
+        ("views", "errors"),
+    ):
         with pytest.raises(AccessDenied, match="owner"):
             engine.run(Query(metrics, time_range=WINDOW), Principal.creator("alice"))
 
@@ -109,18 +142,31 @@ def test_cache_never_shares_answers_between_scopes(two_creators: EmbeddedStore) 
     assert again.cached and again.value("views") == 3
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=points(), creator=st.sampled_from(CREATORS), value=st.sampled_from(HOSTILE + CREATORS),
-       dim=st.sampled_from(["creator", "content", "country"]), op=st.sampled_from(["eq", "ne", "in", "not_in"]))
-def test_no_filter_widens_a_creator(shared_store: EmbeddedStore, data: list, creator: str, value: str,
-                                    dim: str, op: str) -> None:
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    data=points(),
+    creator=st.sampled_from(CREATORS),
+    value=st.sampled_from(HOSTILE + CREATORS),
+    dim=st.sampled_from(["creator", "content", "country"]),
+    op=st.sampled_from(["eq", "ne", "in", "not_in"]),
+)
+def test_no_filter_widens_a_creator(
+    shared_store: EmbeddedStore, data: list, creator: str, value: str, dim: str, op: str
+) -> None:
     if not creator.strip():
         return
     reset(shared_store)
     shared_store.write(data)
     load(data)
-    own = sum(p.sample_interval for p in data if p.dataset == "edgemetrics_content"
-              and p.blobs[0] == "view" and p.index1 == creator)
+    own = sum(
+        p.sample_interval
+        for p in data
+        if p.dataset == "edgemetrics_content" and p.blobs[0] == "view" and p.index1 == creator
+    )
     flt = Filter(dim, op, value if op in ("eq", "ne") else (value, "c2"))
     q = Query(("views",), ("creator",), filters=(flt,), time_range=WINDOW)
     for engine in engines(shared_store):

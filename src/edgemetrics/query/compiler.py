@@ -14,7 +14,8 @@ components, one per quantile source. The engine merges them by their dimension k
 >>> q = Query(("views",), ("country",), time_range=TimeRange.between(
 ...     datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)))
 >>> part = plan(q, Principal.creator("c1")).parts[0]
->>> print(compile_part(part, "ae", *plan(q, Principal.creator("c1")).bounds()))  # doctest: +NORMALIZE_WHITESPACE
+>>> sql = compile_part(part, "ae", *plan(q, Principal.creator("c1")).bounds())
+>>> print(sql)  # doctest: +NORMALIZE_WHITESPACE
 SELECT blob7 AS d0, count() AS _rows, max(_sample_interval) AS _maxsi,
   sum(_sample_interval) AS s0,
   sum(_sample_interval * (_sample_interval - 1)) AS v0
@@ -153,7 +154,9 @@ def validate(query: Query, principal: Principal) -> tuple[tuple[Metric, ...], tu
     if principal.role == "creator":
         denied = [m.name for m in metrics if not m.families <= CREATOR_FAMILIES]
         if denied:
-            raise AccessDenied(f"metrics: {', '.join(denied)} are for the platform owner [owner_only]")
+            raise AccessDenied(
+                f"metrics: {', '.join(denied)} are for the platform owner [owner_only]"
+            )
     for name in query.dimensions:
         if name not in DIMENSIONS:
             raise QueryError(f"dimensions: unknown dimension {name!r} [semantic_layer]")
@@ -169,7 +172,8 @@ def validate(query: Query, principal: Principal) -> tuple[tuple[Metric, ...], tu
         missing = [f for f in families if f not in dim.fields]
         if missing:
             raise QueryError(
-                f"filters.{flt.dimension}: does not apply to {', '.join(missing)} metrics [applicable]"
+                f"filters.{flt.dimension}: does not apply to {', '.join(missing)} metrics "
+                "[applicable]"
             )
         for v in flt.values:
             try:
@@ -185,7 +189,9 @@ def validate(query: Query, principal: Principal) -> tuple[tuple[Metric, ...], tu
     for key in query.order_by:
         name = key.removeprefix("-")
         if name not in query.metrics and name not in query.output_dimensions:
-            raise QueryError(f"order_by: {name!r} is not a metric or dimension of the query [member]")
+            raise QueryError(
+                f"order_by: {name!r} is not a metric or dimension of the query [member]"
+            )
     return tuple(metrics), tuple(families)
 
 
@@ -216,7 +222,9 @@ def plan(query: Query, principal: Principal) -> Plan:
                         covs.append(pair)
         out.parts.append(SqlPart(family, keys, components=comp_list, covariances=tuple(covs)))
     for (expr, types), levels in quantiles.items():
-        out.parts.append(SqlPart(expr.family, keys, quantile=QuantileSpec(expr, types, tuple(levels))))
+        out.parts.append(
+            SqlPart(expr.family, keys, quantile=QuantileSpec(expr, types, tuple(levels)))
+        )
     # Push ORDER BY/LIMIT into SQL when a single statement holds every sort key.
     if len(out.parts) == 1 and out.parts[0].quantile is None:
         part = out.parts[0]
@@ -236,8 +244,14 @@ def plan(query: Query, principal: Principal) -> Plan:
                 if (f"d{i}", False) not in order and (f"d{i}", True) not in order:
                     order.append((f"d{i}", False))
             out.parts[0] = SqlPart(
-                part.family, keys, part.components, part.covariances, None, tuple(order),
-                query.limit, query.offset,
+                part.family,
+                keys,
+                part.components,
+                part.covariances,
+                None,
+                tuple(order),
+                query.limit,
+                query.offset,
             )
             out.sort_in_python = False
     return out
@@ -267,9 +281,8 @@ def bucket_sql(bucket: str, tz: str, dialect: str) -> str:
         unit = bucket.upper()
         z = literal(tz, dialect)
         # Week and month starts come back as a Date: make it the local midnight of that date.
-        return (
-            f"toUnixTimestamp(toDateTime(toStartOfInterval(timestamp, INTERVAL '1' {unit}, {z}), {z}))"
-        )
+        start = f"toStartOfInterval(timestamp, INTERVAL '1' {unit}, {z})"
+        return f"toUnixTimestamp(toDateTime({start}, {z}))"
     if tz == "UTC":
         return f"epoch(date_trunc('{bucket}', timestamp))"
     z = literal(tz, dialect)
@@ -336,8 +349,9 @@ def _agg(expr: str, cond: str | None, dialect: str) -> str:
     return f"sum({expr}) FILTER (WHERE {cond})"
 
 
-def where_sql(part: SqlPart, query: Query, principal: Principal, start: datetime, end: datetime,
-              dialect: str) -> str:
+def where_sql(
+    part: SqlPart, query: Query, principal: Principal, start: datetime, end: datetime, dialect: str
+) -> str:
     conds = [
         f"timestamp >= {_time_sql(start, dialect)}",
         f"timestamp < {_time_sql(end, dialect)}",
@@ -361,19 +375,31 @@ def key_columns(part: SqlPart, query: Query, dialect: str) -> list[str]:
     return out
 
 
-def compile_part(part: SqlPart, dialect: str, query: Query, principal: Principal,
-                 start: datetime, end: datetime, *, ci: bool = False,
-                 variances: bool = True) -> str:
+def compile_part(
+    part: SqlPart,
+    dialect: str,
+    query: Query,
+    principal: Principal,
+    start: datetime,
+    end: datetime,
+    *,
+    ci: bool = False,
+    variances: bool = True,
+    weighted: bool = True,
+) -> str:
     """The SQL text of one part in ``dialect`` (``ae`` or ``duckdb``) over ``[start, end)``.
 
     ``variances=False`` leaves out the variance sums: an engine whose rows are rarely
     sampled (the embedded store) asks for them only when ``_maxsi`` says it must.
+    ``weighted=False`` lets DuckDB compute a quantile with ``quantile_disc``, which picks the
+    same element as ``quantileExactWeighted`` when every weight is 1 (the ``ceil(n * q)``-th
+    smallest); the engine asks again with weights when ``_maxsi`` shows a sampled row.
     ``ci=True`` asks a quantile part for the levels around each quantile.
     """
     if dialect not in DIALECTS:
         raise QueryError(f"dialect: {dialect!r} is not one of {DIALECTS} [enum]")
     if part.quantile is not None:
-        return _compile_quantile(part, dialect, query, principal, start, end, ci)
+        return _compile_quantile(part, dialect, query, principal, start, end, ci, weighted)
     weight = "_sample_interval" if dialect == "ae" else "CAST(_sample_interval AS DOUBLE)"
     var_weight = f"{weight} * ({weight} - 1)"
     keys = key_columns(part, query, dialect)
@@ -411,8 +437,16 @@ def compile_part(part: SqlPart, dialect: str, query: Query, principal: Principal
     return sql
 
 
-def _compile_quantile(part: SqlPart, dialect: str, query: Query, principal: Principal,
-                      start: datetime, end: datetime, ci: bool) -> str:
+def _compile_quantile(
+    part: SqlPart,
+    dialect: str,
+    query: Query,
+    principal: Principal,
+    start: datetime,
+    end: datetime,
+    ci: bool,
+    weighted: bool = True,
+) -> str:
     spec = part.quantile
     assert spec is not None
     levels = part.ci_levels() if ci else spec.levels
@@ -429,6 +463,16 @@ def _compile_quantile(part: SqlPart, dialect: str, query: Query, principal: Prin
         ]
         sql = f"SELECT {', '.join(select)} FROM {table} WHERE {where}"
         return sql + (f" GROUP BY {group}" if group else "")
+    if not weighted:
+        listed = ", ".join(repr(q) for q in levels)
+        inner = (
+            f"SELECT {', '.join(keys)}{', ' if keys else ''}count(*) AS _rows, "
+            f"max(_sample_interval) AS _maxsi, quantile_disc({value}, [{listed}]) AS _ql "
+            f"FROM {table} WHERE {where}" + (f" GROUP BY {group}" if group else "")
+        )
+        picks = ", ".join(f"_ql[{i + 1}] AS q{i}" for i in range(len(levels)))
+        outer_keys = "".join(f"d{i}, " for i in range(len(part.keys)))
+        return f"SELECT {outer_keys}_rows, _maxsi, {picks} FROM ({inner})"
     # DuckDB: the same rule as ClickHouse's quantileExactWeighted. Sort the distinct values,
     # accumulate their weights, and take the first value whose running weight reaches
     # ceil(total * level).

@@ -82,7 +82,9 @@ class Engine:
             if first < last:
                 sources.append("rollup")
                 for i, part in enumerate(the_plan.parts):
-                    text = compile_rollup_part(part, self.rollups.dialect, query, principal, first, last)
+                    text = compile_rollup_part(
+                        part, self.rollups.dialect, query, principal, first, last
+                    )
                     sql.append(text)
                     merger.add(part, i, self.rollups.run(text))
         if raw_start < rng.end:
@@ -92,14 +94,20 @@ class Engine:
             eager = self.backend.dialect == "ae"
             for i, part in enumerate(the_plan.parts):
                 text = compile_part(
-                    part, self.backend.dialect, query, principal, raw_start, rng.end,
+                    part,
+                    self.backend.dialect,
+                    query,
+                    principal,
+                    raw_start,
+                    rng.end,
                     variances=eager,
+                    weighted=eager,
                 )
                 rows = self.backend.run(text)
-                if not eager and part.quantile is None and any(
-                    int(float(r.get("_maxsi") or 1)) > 1 for r in rows
-                ):
-                    text = compile_part(part, self.backend.dialect, query, principal, raw_start, rng.end)
+                if not eager and any(int(float(r.get("_maxsi") or 1)) > 1 for r in rows):
+                    text = compile_part(
+                        part, self.backend.dialect, query, principal, raw_start, rng.end
+                    )
                     rows = self.backend.run(text)
                 sql.append(text)
                 merger.add(part, i, rows)

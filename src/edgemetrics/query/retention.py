@@ -64,7 +64,9 @@ class Retention:
         cutoff = self.cutoff().replace(tzinfo=None)
         deleted = 0
         for table in DATASETS:
-            before = self.store.query(f"SELECT count(*) AS n FROM {table} WHERE timestamp < ?", [cutoff])
+            before = self.store.query(
+                f"SELECT count(*) AS n FROM {table} WHERE timestamp < ?", [cutoff]
+            )
             n = int(before[0]["n"])
             if n:
                 self.store.execute(f"DELETE FROM {table} WHERE timestamp < ?", [cutoff])
@@ -79,7 +81,9 @@ class Retention:
         if self._thread is not None:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="edgemetrics-retention", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="edgemetrics-retention", daemon=True
+        )
         self._thread.start()
 
     def _loop(self) -> None:

@@ -69,7 +69,9 @@ def _cov_name(a: Expr, b: Expr) -> str:
 def rollup_columns(family: str) -> list[tuple[str, str]]:
     """(column, type) of a family's rollup table; types are portable SQL."""
     cols = [("day", "DATE"), ("type", "TEXT"), ("tenant", "TEXT")]
-    cols += [(d.name, "DOUBLE PRECISION" if _numeric(d) else "TEXT") for d in dimensions_for(family)]
+    cols += [
+        (d.name, "DOUBLE PRECISION" if _numeric(d) else "TEXT") for d in dimensions_for(family)
+    ]
     cols += [("n_rows", "BIGINT"), ("max_si", "BIGINT")]
     for e in EXPRS[family].values():
         cols += [(f"s_{e.name}", "DOUBLE PRECISION"), (f"q_{e.name}", "DOUBLE PRECISION")]
@@ -192,9 +194,11 @@ class DuckDBRollups:
         return [dict(zip(names, r, strict=True)) for r in result.fetchall()]
 
     def built_days(self, family: str) -> set[date]:
-        rows = self._cursor().execute(
-            f"SELECT day FROM {STATE_TABLE} WHERE family = ?", [family]
-        ).fetchall()
+        rows = (
+            self._cursor()
+            .execute(f"SELECT day FROM {STATE_TABLE} WHERE family = ?", [family])
+            .fetchall()
+        )
         return {r[0] for r in rows}
 
     def replace_day(self, family: str, day: date, rows: list[dict[str, Any]]) -> None:
@@ -211,11 +215,17 @@ class DuckDBRollups:
                         f"VALUES ({', '.join('?' for _ in names)})",
                         values,
                     )
-                cur.execute(f"DELETE FROM {STATE_TABLE} WHERE family = ? AND day = ?", [family, day])
+                cur.execute(
+                    f"DELETE FROM {STATE_TABLE} WHERE family = ? AND day = ?", [family, day]
+                )
                 cur.execute(
                     f"INSERT INTO {STATE_TABLE} VALUES (?, ?, ?, ?)",
-                    [family, day, sum(int(v[names.index("n_rows")]) for v in values),
-                     datetime.now(UTC).replace(tzinfo=None)],
+                    [
+                        family,
+                        day,
+                        sum(int(v[names.index("n_rows")]) for v in values),
+                        datetime.now(UTC).replace(tzinfo=None),
+                    ],
                 )
                 cur.execute("COMMIT")
             except BaseException:
@@ -227,7 +237,9 @@ class DuckDBRollups:
         with self._lock:
             cur = self._cursor()
             for family in FAMILIES:
-                n = cur.execute(f"DELETE FROM {rollup_table(family)} WHERE day < ?", [day]).fetchall()
+                n = cur.execute(
+                    f"DELETE FROM {rollup_table(family)} WHERE day < ?", [day]
+                ).fetchall()
                 deleted += int(n[0][0]) if n else 0
             cur.execute(f"DELETE FROM {STATE_TABLE} WHERE day < ?", [day]).fetchall()
         return deleted
@@ -270,7 +282,9 @@ class PostgresRollups:
 
     def built_days(self, family: str) -> set[date]:
         with self._connect() as conn:
-            rows = conn.execute(f"SELECT day FROM {STATE_TABLE} WHERE family = %s", [family]).fetchall()
+            rows = conn.execute(
+                f"SELECT day FROM {STATE_TABLE} WHERE family = %s", [family]
+            ).fetchall()
         return {r[0] for r in rows}
 
     def replace_day(self, family: str, day: date, rows: list[dict[str, Any]]) -> None:
@@ -364,7 +378,9 @@ def build(
             else:
                 runs.append([d])
         for run in runs:
-            rows = backend.run(source_sql(family, run[0], run[-1] + timedelta(days=1), backend.dialect))
+            rows = backend.run(
+                source_sql(family, run[0], run[-1] + timedelta(days=1), backend.dialect)
+            )
             by_day: dict[date, list[dict[str, Any]]] = {d: [] for d in run}
             for row in rows:
                 by_day[datetime.fromtimestamp(int(float(row["day"])), UTC).date()].append(row)
@@ -383,8 +399,9 @@ def _dim_sql(name: str) -> str:
     return name
 
 
-def compile_rollup_part(part: SqlPart, dialect: str, query: Query, principal: Principal,
-                        first: date, end: date) -> str:
+def compile_rollup_part(
+    part: SqlPart, dialect: str, query: Query, principal: Principal, first: date, end: date
+) -> str:
     """The rollup counterpart of a sum part over the UTC days ``[first, end)``."""
     if part.quantile is not None:
         raise QueryError(
@@ -392,9 +409,13 @@ def compile_rollup_part(part: SqlPart, dialect: str, query: Query, principal: Pr
             "pick a range within the last 90 days [raw_only]"
         )
     if query.bucket == "hour":
-        raise QueryError("bucket: rollups are daily; hourly buckets need a range within 90 days [daily]")
+        raise QueryError(
+            "bucket: rollups are daily; hourly buckets need a range within 90 days [daily]"
+        )
     family = part.family
-    lit = lambda v: literal(v, dialect)  # noqa: E731
+
+    def lit(v: str | int) -> str:
+        return literal(v, dialect)
 
     def types_cond(types: tuple[str, ...]) -> str:
         return "(" + " OR ".join(f"type = {lit(t)}" for t in types) + ")"
@@ -409,7 +430,9 @@ def compile_rollup_part(part: SqlPart, dialect: str, query: Query, principal: Pr
     for i, name in enumerate(part.keys):
         if name == "bucket":
             assert query.bucket is not None
-            keys.append(f"CAST(date_trunc('{query.bucket}', CAST(day AS TIMESTAMP)) AS DATE) AS d{i}")
+            keys.append(
+                f"CAST(date_trunc('{query.bucket}', CAST(day AS TIMESTAMP)) AS DATE) AS d{i}"
+            )
         else:
             keys.append(f"{_dim_sql(name)} AS d{i}")
     select = [*keys, "sum(n_rows) AS _rows", "max(max_si) AS _maxsi"]
@@ -419,9 +442,14 @@ def compile_rollup_part(part: SqlPart, dialect: str, query: Query, principal: Pr
     for k, (a, b) in enumerate(part.covariances):
         ca, cb = part.components[a], part.components[b]
         select.append(
-            f"sum({_cov_name(ca.expr, cb.expr)}) FILTER (WHERE {comp_cond(ca)} AND {comp_cond(cb)}) AS c{k}"
+            f"sum({_cov_name(ca.expr, cb.expr)}) "
+            f"FILTER (WHERE {comp_cond(ca)} AND {comp_cond(cb)}) AS c{k}"
         )
-    conds = [f"day >= {lit(first.isoformat())}", f"day < {lit(end.isoformat())}", types_cond(part.types)]
+    conds = [
+        f"day >= {lit(first.isoformat())}",
+        f"day < {lit(end.isoformat())}",
+        types_cond(part.types),
+    ]
     if dialect == "duckdb":
         conds[:2] = [f"day >= DATE {lit(first.isoformat())}", f"day < DATE {lit(end.isoformat())}"]
     else:
@@ -460,7 +488,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     >>> args.since, args.func is _main
     (datetime.date(2024, 1, 1), True)
     """
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "rollup",
         help="build missing daily rollups (idempotent, resumable)",
         description="Sum raw data points into daily rollups, day by day; days already built are "
