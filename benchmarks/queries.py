@@ -269,6 +269,25 @@ def benches(window: TimeRange, top_creator: str) -> list[Bench]:
     ]
 
 
+# The store's unique event-id index serves ingestion (replays are stored once); reads never
+# use it. At 100M rows it would cost several GB of memory to build, so the largest size is
+# loaded into the same tables without it.
+UNIQUE_INDEX_MAX = 20_000_000
+
+
+def _tables_without_unique_index(path: str) -> None:
+    import duckdb
+
+    from edgemetrics.store import _ddl
+
+    con = duckdb.connect(path)
+    for table in DATASETS:
+        con.execute(
+            _ddl(table).replace("event_id VARCHAR PRIMARY KEY", "event_id VARCHAR NOT NULL")
+        )
+    con.close()
+
+
 def _has_meta(store: EmbeddedStore) -> bool:
     rows = store.query(
         "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'bench_meta'"
@@ -354,6 +373,8 @@ def run_size(n: int, workdir: str, repeat: int, sqlite_max: int, reuse: bool) ->
         for p in (path, path + ".wal", sqlite_path):
             if os.path.exists(p):
                 os.remove(p)
+        if n > UNIQUE_INDEX_MAX:
+            _tables_without_unique_index(path)
         store = EmbeddedStore(path)
         t0 = time.perf_counter()
         generate(store, n, now=now)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import Phase, settings
 
-from edgemetrics.store import DATASETS, EmbeddedStore
+from edgemetrics.store import EmbeddedStore
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +20,6 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS
     store = EmbeddedStore(tmp_path_factory.mktemp("q") / "em.duckdb")
     yield store
     store.close()
-
-
-def reset(store: EmbeddedStore) -> None:
-    for table in DATASETS:
-        store.execute(f"DELETE FROM {table}")
 
 
 # EM_NO_SHRINK=1: report the first failing example as found (debugging aid).

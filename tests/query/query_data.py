@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from edgemetrics.layout import DataPoint, columns, dataset_name
+from edgemetrics.store import DATASETS, EmbeddedStore
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 WINDOW_DAYS = 10
@@ -123,3 +124,9 @@ def points(draw: st.DrawFn, max_size: int = 60) -> list[DataPoint]:
             )
         out.append(point(family, f, ts, si))
     return out
+
+
+def reset(store: EmbeddedStore) -> None:
+    """Empty every dataset of a store shared by a module's tests."""
+    for table in DATASETS:
+        store.execute(f"DELETE FROM {table}")

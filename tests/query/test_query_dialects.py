@@ -7,11 +7,10 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from conftest import reset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from query_aesim import ChdbBackend, load
-from query_data import CONTENT, COUNTRIES, CREATORS, T0, WINDOW_DAYS, points
+from query_data import CONTENT, COUNTRIES, CREATORS, T0, WINDOW_DAYS, points, reset
 
 from edgemetrics.query import EmbeddedBackend, Engine, Filter, Principal, Query, TimeRange
 from edgemetrics.query.semantic import DIMENSIONS, METRICS

@@ -9,9 +9,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import reset
 from query_aesim import FakeSqlApi, load
-from query_data import T0, point
+from query_data import T0, point, reset
 
 from edgemetrics.events import ApiCall, Purchase, View
 from edgemetrics.layout import encode

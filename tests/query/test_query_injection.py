@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import reset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from query_aesim import ChdbBackend, load
-from query_data import HOSTILE, T0, point
+from query_data import HOSTILE, T0, point, reset
 
 from edgemetrics.query import (
     EmbeddedBackend,

@@ -9,9 +9,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import reset
 from query_aesim import ChdbBackend, FakeSqlApi, load
-from query_data import point
+from query_data import point, reset
 
 from edgemetrics.query import (
     CloudflareBackend,

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import reset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from query_aesim import ChdbBackend, load
-from query_data import CREATORS, HOSTILE, T0, point, points
+from query_data import CREATORS, HOSTILE, T0, point, points, reset
 
 from edgemetrics.query import (
     AccessDenied,
