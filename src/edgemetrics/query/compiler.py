@@ -391,9 +391,11 @@ def compile_part(
 
     ``variances=False`` leaves out the variance sums: an engine whose rows are rarely
     sampled (the embedded store) asks for them only when ``_maxsi`` says it must.
-    ``weighted=False`` lets DuckDB compute a quantile with ``quantile_disc``, which picks the
-    same element as ``quantileExactWeighted`` when every weight is 1 (the ``ceil(n * q)``-th
-    smallest); the engine asks again with weights when ``_maxsi`` shows a sampled row.
+    ``weighted=False`` lets DuckDB count rows instead of summing weights, and compute a
+    quantile with ``quantile_disc``, which picks the same element as
+    ``quantileExactWeighted`` when every weight is 1 (the ``ceil(n * q)``-th smallest): both
+    are right while every row stands for one event, and the engine asks again, weighted,
+    when ``_maxsi`` shows a sampled row.
     ``ci=True`` asks a quantile part for the levels around each quantile.
     """
     if dialect not in DIALECTS:
@@ -409,7 +411,13 @@ def compile_part(
         e = c.expr.sql()
         # The WHERE clause already keeps only the part's types: one type set needs no filter.
         cond = None if _redundant(c, part) else _component_cond(c, dialect)
-        select.append(f"{_agg(_weighted(e, weight), cond, dialect)} AS s{i}")
+        if dialect == "duckdb" and not weighted:
+            # Unweighted: equal to the weighted sum while every row stands for one event,
+            # which _maxsi tells the engine (it asks again, weighted, otherwise).
+            total = f"count(*) FILTER (WHERE {cond})" if cond else "count(*)"
+            select.append(f"{total if e == '1' else _agg(e, cond, dialect)} AS s{i}")
+        else:
+            select.append(f"{_agg(_weighted(e, weight), cond, dialect)} AS s{i}")
         if variances:
             square = "1" if e == "1" else f"{e} * {e}"
             select.append(f"{_agg(_weighted(square, var_weight), cond, dialect)} AS v{i}")
