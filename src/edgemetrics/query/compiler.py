@@ -301,16 +301,23 @@ def _or(terms: list[str]) -> str:
     return "(" + " OR ".join(terms) + ")"
 
 
+def _member(expr: str, values: list[str], dialect: str) -> str:
+    """``expr`` equal to one of the literals: an OR chain in AE (its documented operators),
+    an IN list in DuckDB (much faster there than the chain)."""
+    if dialect == "ae" or len(values) == 1:
+        return _or([f"{expr} = {v}" for v in values])
+    return f"({expr} IN ({', '.join(values)}))"
+
+
 def _types_sql(family: str, types: tuple[str, ...], dialect: str) -> str:
-    column = col(family, "type")
-    return _or([f"{column} = {literal(t, dialect)}" for t in types])
+    return _member(col(family, "type"), [literal(t, dialect) for t in types], dialect)
 
 
 def filter_sql(flt: Filter, family: str, dialect: str) -> str:
     dim = DIMENSIONS[flt.dimension]
     expr = dimension_sql(dim, family, dialect)
-    terms = [f"{expr} = {literal(parse_filter_value(dim, v), dialect)}" for v in flt.values]
-    cond = _or(terms)
+    values = [literal(parse_filter_value(dim, v), dialect) for v in flt.values]
+    cond = _member(expr, values, dialect)
     return f"NOT {cond}" if flt.op in ("ne", "not_in") else cond
 
 
@@ -350,13 +357,21 @@ def _agg(expr: str, cond: str | None, dialect: str) -> str:
 
 
 def where_sql(
-    part: SqlPart, query: Query, principal: Principal, start: datetime, end: datetime, dialect: str
+    part: SqlPart,
+    query: Query,
+    principal: Principal,
+    start: datetime,
+    end: datetime,
+    dialect: str,
+    *,
+    by_type: bool = False,
 ) -> str:
     conds = [
         f"timestamp >= {_time_sql(start, dialect)}",
         f"timestamp < {_time_sql(end, dialect)}",
-        _types_sql(part.family, part.types, dialect),
     ]
+    if not by_type:
+        conds.append(_types_sql(part.family, part.types, dialect))
     tenancy = principal_sql(principal, part.family, dialect)
     if tenancy:
         conds.append(tenancy)
@@ -402,6 +417,8 @@ def compile_part(
         raise QueryError(f"dialect: {dialect!r} is not one of {DIALECTS} [enum]")
     if part.quantile is not None:
         return _compile_quantile(part, dialect, query, principal, start, end, ci, weighted)
+    if by_type(part, dialect):
+        return _compile_by_type(part, query, principal, start, end, variances, weighted)
     weight = "_sample_interval" if dialect == "ae" else "CAST(_sample_interval AS DOUBLE)"
     var_weight = f"{weight} * ({weight} - 1)"
     keys = key_columns(part, query, dialect)
@@ -443,6 +460,62 @@ def compile_part(
     if part.limit is not None:
         sql += f" LIMIT {int(part.limit)} OFFSET {int(part.offset)}"
     return sql
+
+
+def by_type(part: SqlPart, dialect: str) -> bool:
+    """DuckDB answers a part without dimensions whose sums read several event types by
+    grouping on the type (and status class) and adding up in Python: a handful of groups
+    and no per-sum filters, several times faster than ``FILTER`` clauses and a type list."""
+    return (
+        dialect == "duckdb"
+        and not part.keys
+        and part.quantile is None
+        and len({(c.types, c.min_status_class) for c in part.components}) > 1
+    )
+
+
+def by_type_exprs(part: SqlPart) -> tuple[Expr, ...]:
+    seen: dict[Expr, None] = {}
+    for c in part.components:
+        seen[c.expr] = None
+    return tuple(seen)
+
+
+def _compile_by_type(
+    part: SqlPart,
+    query: Query,
+    principal: Principal,
+    start: datetime,
+    end: datetime,
+    variances: bool,
+    weighted: bool,
+) -> str:
+    weight = "CAST(_sample_interval AS DOUBLE)"
+    var_weight = f"{weight} * ({weight} - 1)"
+    keys = [f"{col(part.family, 'type')} AS _type"]
+    if any(c.min_status_class is not None for c in part.components):
+        keys.append(
+            f"{dimension_sql(DIMENSIONS['status_class'], part.family, 'duckdb')} AS _status"
+        )
+    select = [*keys, "count(*) AS _rows", "max(_sample_interval) AS _maxsi"]
+    exprs = by_type_exprs(part)
+    for i, e in enumerate(exprs):
+        x = e.sql()
+        if weighted:
+            select.append(f"sum({_weighted(x, weight)}) AS e{i}")
+        else:
+            select.append(f"{'count(*)' if x == '1' else f'sum({x})'} AS e{i}")
+        if variances:
+            square = "1" if x == "1" else f"{x} * {x}"
+            select.append(f"sum({_weighted(square, var_weight)}) AS ev{i}")
+    if variances:
+        for k, (a, b) in enumerate(part.covariances):
+            ea, eb = part.components[a].expr.sql(), part.components[b].expr.sql()
+            product = " * ".join(x for x in (ea, eb) if x != "1") or "1"
+            select.append(f"sum({_weighted(product, var_weight)}) AS ec{k}")
+    where = where_sql(part, query, principal, start, end, "duckdb", by_type=True)
+    names = ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
+    return f"SELECT {', '.join(select)} FROM {TABLES[part.family]} WHERE {where} GROUP BY {names}"
 
 
 def _compile_quantile(

@@ -127,9 +127,41 @@ class Merger:
                 out.append(label(DIMENSIONS[name], raw))
         return tuple(out)
 
+    def _add_by_type(self, part: SqlPart, rows: list[dict[str, Any]]) -> None:
+        """Rows grouped by event type (and status class): each adds to the sums it belongs to."""
+        from edgemetrics.query.compiler import by_type_exprs
+
+        acc = self.groups.setdefault((), _Acc())
+        exprs = by_type_exprs(part)
+        types = set(part.types)
+
+        def member(c: Component, row: dict[str, Any]) -> bool:
+            if row["_type"] not in c.types:
+                return False
+            return c.min_status_class is None or _num(row.get("_status")) >= c.min_status_class
+
+        for row in rows:
+            if row["_type"] not in types:
+                continue
+            acc.rows[part.family] = acc.rows.get(part.family, 0) + int(_num(row["_rows"]))
+            acc.maxsi = max(acc.maxsi, int(_num(row.get("_maxsi"))))
+            for c in part.components:
+                if member(c, row):
+                    i = exprs.index(c.expr)
+                    acc.sums[c] = acc.sums.get(c, 0.0) + _num(row.get(f"e{i}"))
+                    acc.variances[c] = acc.variances.get(c, 0.0) + _num(row.get(f"ev{i}"))
+            for k, (a, b) in enumerate(part.covariances):
+                ca, cb = part.components[a], part.components[b]
+                if member(ca, row) and member(cb, row):
+                    pair = (ca, cb)
+                    acc.covariances[pair] = acc.covariances.get(pair, 0.0) + _num(row.get(f"ec{k}"))
+
     def add(
         self, part: SqlPart, part_index: int, rows: list[dict[str, Any]], *, ci: bool = False
     ) -> None:
+        if rows and "_type" in rows[0]:
+            self._add_by_type(part, rows)
+            return
         for row in rows:
             rows_n = int(_num(row.get("_rows")))
             if rows_n == 0 and part.keys:
