@@ -396,6 +396,8 @@ def build(
 
 
 def _dim_sql(name: str) -> str:
+    # Rollup tables name their dimension columns after the semantic layer's dimensions.
+    assert name in DIMENSIONS
     return name
 
 
@@ -446,14 +448,10 @@ def compile_rollup_part(
             f"FILTER (WHERE {comp_cond(ca)} AND {comp_cond(cb)}) AS c{k}"
         )
     conds = [
-        f"day >= {lit(first.isoformat())}",
-        f"day < {lit(end.isoformat())}",
+        f"day >= DATE {lit(first.isoformat())}",
+        f"day < DATE {lit(end.isoformat())}",
         types_cond(part.types),
     ]
-    if dialect == "duckdb":
-        conds[:2] = [f"day >= DATE {lit(first.isoformat())}", f"day < DATE {lit(end.isoformat())}"]
-    else:
-        conds[:2] = [f"day >= DATE {lit(first.isoformat())}", f"day < DATE {lit(end.isoformat())}"]
     if principal.role == "creator":
         assert principal.creator_id is not None
         v = lit(principal.creator_id)
