@@ -58,10 +58,24 @@ def load(points: Iterable[DataPoint], *, truncate: bool = True) -> None:
         by_table[p.dataset].append(json.dumps(row))
     with _LOCK:
         for table, rows in by_table.items():
-            if truncate:
-                s.query(f"TRUNCATE TABLE {table}")
-            if rows:
-                s.query(f"INSERT INTO {table} FORMAT JSONEachRow " + "\n".join(rows))
+            before = 0 if truncate else _count(s, table)
+            for _attempt in range(3):
+                if truncate:
+                    s.query(f"TRUNCATE TABLE {table}")
+                if rows:
+                    s.query(f"INSERT INTO {table} FORMAT JSONEachRow " + "\n".join(rows))
+                if _count(s, table) == before + len(rows):
+                    break
+                if not truncate:
+                    raise AssertionError(f"chdb: {table} did not take all {len(rows)} rows")
+            else:
+                raise AssertionError(f"chdb: {table} does not hold the {len(rows)} rows loaded")
+
+
+def _count(s: chs.Session, table: str) -> int:
+    out = s.query(f"SELECT count() AS n FROM {table}", "JSON")
+    text = out.bytes().decode("utf-8") if hasattr(out, "bytes") else str(out)
+    return int(json.loads(text)["data"][0]["n"])
 
 
 def run_ae(sql: str) -> list[dict[str, Any]]:

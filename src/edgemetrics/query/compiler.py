@@ -226,7 +226,8 @@ def plan(query: Query, principal: Principal) -> Plan:
             SqlPart(expr.family, keys, quantile=QuantileSpec(expr, types, tuple(levels)))
         )
     # Push ORDER BY/LIMIT into SQL when a single statement holds every sort key.
-    if len(out.parts) == 1 and out.parts[0].quantile is None:
+    # A query without dimensions answers exactly one row: nothing to sort or page.
+    if keys and len(out.parts) == 1 and out.parts[0].quantile is None:
         part = out.parts[0]
         order: list[tuple[str, bool]] = []
         ok = True

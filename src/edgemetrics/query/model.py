@@ -229,7 +229,9 @@ class Query:
 
     ``order_by`` holds metric or dimension names, ``-name`` for descending; the default is
     the time bucket ascending, else the first metric descending. Ties always break on the
-    dimensions, ascending, so pages are stable.
+    dimensions, ascending, so pages are stable. A query without dimensions or bucket
+    answers exactly one row (zeros when nothing matched); ``limit``/``offset`` page grouped
+    rows only.
     """
 
     metrics: tuple[str, ...]

@@ -223,7 +223,7 @@ class Merger:
                 values[name] = value
                 intervals[name] = interval
             out.append(ResultRow(dims, values, intervals, sum(acc.rows.values()), estimated))
-        if self.plan.sort_in_python:
+        if self.plan.sort_in_python and keys:
             out = _sort(out, query)[query.offset : query.offset + query.limit]
         return Result(
             query=query,
