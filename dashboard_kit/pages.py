@@ -44,7 +44,7 @@ _FILTERS = """
   </select></label>
   <span class="custom"><label>From <input type="date" name="from"></label>
   <label>To <input type="date" name="to"></label></span>
-  <label>Type <select name="content_type"><option value="">All</option>
+  <span class="audience"><label>Type <select name="content_type"><option value="">All</option>
     <option value="video">Video</option><option value="audio">Audio</option>
     <option value="post">Post</option></select></label>
   <label>Country <input name="country" size="3" maxlength="2" placeholder="all"
@@ -55,7 +55,8 @@ _FILTERS = """
     <option value="console">Console</option><option value="other">Other</option></select></label>
   <label>Viewers <select name="authenticated"><option value="">All</option>
     <option value="authenticated">Signed in</option>
-    <option value="anonymous">Anonymous</option></select></label>
+    <option value="anonymous">Anonymous</option></select></label></span>
+  {hint}
   <button type="submit">Apply</button>
 </form>"""
 
@@ -72,6 +73,12 @@ def shell(
 ) -> str:
     """The page for ``section`` (``item`` for one content item's page)."""
     cards = section_cards("item" if item else section)
+    hint = (
+        '<span class="hint">Platform health follows the period; audience filters do not apply.'
+        "</span>"
+        if section == "health"
+        else ""
+    )
     heading = f"{SECTIONS[section]}: {item_title or item}" if item else SECTIONS[section]
     articles = []
     for c in cards:
@@ -102,7 +109,7 @@ def shell(
   <h1>{_e(name)}</h1>
   <p class="scope">Showing: <strong>{_e(scope)}</strong></p>
   {_nav(section, owner)}
-  {_FILTERS}
+  {_FILTERS.replace("{hint}", hint)}
 </header>
 <main id="main">
   <div class="title-row"><h2>{_e(heading)}</h2>

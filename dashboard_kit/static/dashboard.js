@@ -191,9 +191,8 @@
       '<div class="chart" role="img" aria-label="' + esc(series.map(function (s) { return s.label; }).join(", ")) + ": " + n + " points from " + esc(first) + " to " + esc(last) + ", peak " + esc(peak) + '">' +
       '<svg viewBox="0 0 ' + w + " " + h + '" preserveAspectRatio="none" aria-hidden="true">' +
       '<line class="axis" x1="' + pad + '" y1="' + (h - pad) + '" x2="' + (w - pad) + '" y2="' + (h - pad) + '"/>' + paths +
-      '<text x="' + pad + '" y="' + (h - 10) + '">' + esc(first) + "</text>" +
-      '<text x="' + (w - pad) + '" y="' + (h - 10) + '" text-anchor="end">' + esc(last) + "</text>" +
-      '<text x="' + pad + '" y="14">max ' + esc(peak) + "</text></svg></div>" +
+      "</svg></div>" +
+      '<p class="axis-labels"><span>' + esc(first) + "</span><span>peak " + esc(peak) + "</span><span>" + esc(last) + "</span></p>" +
       (series.length > 1 ? '<ul class="legend">' + legend + "</ul>" : ""));
   }
   function bars(el, data) {
@@ -245,7 +244,7 @@
     }).join(" ");
     el.insertAdjacentHTML("beforeend", '<div class="chart" role="img" aria-label="Share of plays still playing by position; ' + (done ? fmt("percent", done.still_playing) + " completed" : "") + '"><svg viewBox="0 0 ' + w + " " + h + '" preserveAspectRatio="none" aria-hidden="true">' +
       '<line class="axis" x1="' + pad + '" y1="' + (h - pad) + '" x2="' + (w - pad) + '" y2="' + (h - pad) + '"/><path class="series s0" d="' + d + '"/>' +
-      '<text x="' + pad + '" y="14">100% at start</text><text x="' + (w - pad) + '" y="' + (h - 10) + '" text-anchor="end">' + esc(fmtDuration(maxX)) + "</text></svg></div>" +
+      "</svg></div>" + '<p class="axis-labels"><span>start: 100% playing</span><span>' + esc(fmtDuration(maxX)) + " into the media</span></p>" +
       (done ? '<p class="note">' + fmt("percent", done.still_playing) + " of plays were completed.</p>" : ""));
   }
 
