@@ -19,16 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgemetrics.dashboard_kit.cards import CARDS, SECTIONS, Card, CardData, Context
+from edgemetrics.dashboard_kit.export import to_csv, to_zip
+from edgemetrics.dashboard_kit.filters import FilterError, ViewFilters
+from edgemetrics.dashboard_kit.pages import error_page, shell
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edgemetrics.dashboard_kit.cards import CARDS, SECTIONS, Card, CardData, Context
-from edgemetrics.dashboard_kit.export import to_csv, to_zip
-from edgemetrics.dashboard_kit.filters import FilterError, ViewFilters
-from edgemetrics.dashboard_kit.pages import error_page, shell
 from edgemetrics.principal import Principal as HostPrincipal
 from edgemetrics.query import (
     AccessDenied,
@@ -141,19 +141,27 @@ def create_dashboard(
     async def page(request: Request) -> Response:
         section = request.path_params.get("section", "overview")
         if section not in SECTIONS:
-            return error_page(404, "No such page", f"There is no section {section!r}.",
-                              base=base_of(request))
+            return error_page(
+                404, "No such page", f"There is no section {section!r}.", base=base_of(request)
+            )
         if section == "overview" and not request.url.path.endswith("/"):
             return RedirectResponse(request.url.path + "/", status_code=307)
         principal = viewer(request)
         if principal is None:
-            return not_allowed_page(request, "You are not allowed to see these analytics. "
-                                    "Sign in to the platform first.")
+            return not_allowed_page(
+                request,
+                "You are not allowed to see these analytics. Sign in to the platform first.",
+            )
         if section == "health" and principal.role != "owner":
             return not_allowed_page(request, "Platform health is for the platform owner only.")
         return Response(
-            shell(base=base_of(request), name=name, section=section,
-                  scope=scope_text(principal), owner=principal.role == "owner"),
+            shell(
+                base=base_of(request),
+                name=name,
+                section=section,
+                scope=scope_text(principal),
+                owner=principal.role == "owner",
+            ),
             media_type="text/html",
         )
 
@@ -173,9 +181,15 @@ def create_dashboard(
             return not_allowed_page(request, reason)
         title = title_hook([content_id]).get(content_id)
         return Response(
-            shell(base=base_of(request), name=name, section="content",
-                  scope=scope_text(principal), owner=principal.role == "owner",
-                  item=content_id, item_title=title),
+            shell(
+                base=base_of(request),
+                name=name,
+                section="content",
+                scope=scope_text(principal),
+                owner=principal.role == "owner",
+                item=content_id,
+                item_title=title,
+            ),
             media_type="text/html",
         )
 
@@ -183,26 +197,31 @@ def create_dashboard(
         """Run ``card`` for this request, or the error response to send instead."""
         principal = viewer(request)
         if principal is None:
-            return JSONResponse({"error": "You are not allowed to see these analytics."},
-                                status_code=403)
+            return JSONResponse(
+                {"error": "You are not allowed to see these analytics."}, status_code=403
+            )
         if card.owner_only and principal.role != "owner":
-            return JSONResponse({"error": "Platform health is for the platform owner only."},
-                                status_code=403)
+            return JSONResponse(
+                {"error": "Platform health is for the platform owner only."}, status_code=403
+            )
         try:
             filters = ViewFilters.from_params(request.query_params)
         except FilterError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         item = request.query_params.get("item")
         if (card.section == "item") != bool(item):
-            return JSONResponse({"error": "item: give a content id for an item card, and only "
-                                 "for one [required]"}, status_code=400)
+            return JSONResponse(
+                {"error": "item: give a content id for an item card, and only for one [required]"},
+                status_code=400,
+            )
         try:
             if item:
                 reason = item_access(principal, item)
                 if reason is not None:
                     return JSONResponse({"error": reason}, status_code=403)
-            ctx = Context(engine, principal, filters, title_hook, content_id=item,
-                          now=datetime.now(UTC))
+            ctx = Context(
+                engine, principal, filters, title_hook, content_id=item, now=datetime.now(UTC)
+            )
             return card.build(ctx)
         except AccessDenied as exc:
             return JSONResponse({"error": str(exc)}, status_code=403)
@@ -219,8 +238,9 @@ def create_dashboard(
         data = answer(request, card)
         if isinstance(data, Response):
             return data
-        return JSONResponse({"id": card.id, "title": card.title, "kind": card.kind,
-                             **data.to_json()})
+        return JSONResponse(
+            {"id": card.id, "title": card.title, "kind": card.kind, **data.to_json()}
+        )
 
     def csv_export(request: Request) -> Response:
         card = CARDS.get(request.path_params["card"])
@@ -231,10 +251,14 @@ def create_dashboard(
             return data
         principal = viewer(request)
         assert principal is not None
-        text = to_csv(_csv_title(card, request), data, scope=scope_text(principal),
-                      filters=_describe(request))
-        return Response(text, media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="{_file_name(card, request)}"'})
+        text = to_csv(
+            _csv_title(card, request), data, scope=scope_text(principal), filters=_describe(request)
+        )
+        return Response(
+            text,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{_file_name(card, request)}"'},
+        )
 
     def zip_export(request: Request) -> Response:
         which = request.path_params["which"]
@@ -255,11 +279,22 @@ def create_dashboard(
             data = answer(request, card)
             if isinstance(data, Response):
                 return data
-            files.append((f"{card.section}/{_file_name(card, request)}",
-                          to_csv(_csv_title(card, request), data, scope=scope_text(principal),
-                                 filters=_describe(request))))
-        return Response(to_zip(files), media_type="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="analytics-{which}.zip"'})
+            files.append(
+                (
+                    f"{card.section}/{_file_name(card, request)}",
+                    to_csv(
+                        _csv_title(card, request),
+                        data,
+                        scope=scope_text(principal),
+                        filters=_describe(request),
+                    ),
+                )
+            )
+        return Response(
+            to_zip(files),
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="analytics-{which}.zip"'},
+        )
 
     def overview_api(request: Request) -> Response:
         parts = {}
@@ -270,26 +305,31 @@ def create_dashboard(
             parts[card_id] = data
         revenue = {
             r["currency"]: round(r["value"] * 10 ** _exponent(r["currency"]))
-            for r in parts["kpi_revenue"].rows if r["value"]
+            for r in parts["kpi_revenue"].rows
+            if r["value"]
         }
-        return JSONResponse({
-            "cards": {
-                "views": parts["kpi_views"].rows[0]["value"],
-                "purchases": parts["kpi_purchases"].rows[0]["value"],
-                "watch_time_seconds": parts["kpi_watch_time"].rows[0]["value"],
-                "revenue_minor": revenue,
-            },
-            "estimated": any(p.estimated for p in parts.values()),
-        })
+        return JSONResponse(
+            {
+                "cards": {
+                    "views": parts["kpi_views"].rows[0]["value"],
+                    "purchases": parts["kpi_purchases"].rows[0]["value"],
+                    "watch_time_seconds": parts["kpi_watch_time"].rows[0]["value"],
+                    "revenue_minor": revenue,
+                },
+                "estimated": any(p.estimated for p in parts.values()),
+            }
+        )
 
     def status_api(request: Request) -> Response:
         principal = viewer(request)
         if principal is None:
-            return JSONResponse({"error": "You are not allowed to see these analytics."},
-                                status_code=403)
+            return JSONResponse(
+                {"error": "You are not allowed to see these analytics."}, status_code=403
+            )
         try:
-            result = engine.run(Query(("views", "purchases"), time_range=TimeRange.preset("all")),
-                                principal)
+            result = engine.run(
+                Query(("views", "purchases"), time_range=TimeRange.preset("all")), principal
+            )
         except BackendError:
             return JSONResponse({"error": UNREACHABLE}, status_code=503)
         return JSONResponse({"has_data": result.row_count > 0})

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from edgemetrics.currencies import minor_unit_exponent
 from edgemetrics.dashboard_kit.filters import ViewFilters
+
+from edgemetrics.currencies import minor_unit_exponent
 from edgemetrics.query import Engine, Filter, Principal, Query, Result, TimeRange
 
 Kind = Literal["kpi", "line", "bars", "donut", "table", "curve"]
@@ -140,9 +141,7 @@ def card(
     section: str, title: str, kind: Kind, *, description: str = "", wide: bool = False
 ) -> Callable[[Build], Build]:
     def register(build: Build) -> Build:
-        CARDS[build.__name__] = Card(
-            build.__name__, section, title, kind, build, description, wide
-        )
+        CARDS[build.__name__] = Card(build.__name__, section, title, kind, build, description, wide)
         return build
 
     return register
@@ -153,7 +152,8 @@ def card(
 
 def major(minor: float | None, currency: str) -> float:
     """Minor units (cents) to the currency's major unit."""
-    return round((minor or 0.0) / 10 ** minor_unit_exponent(currency), 6)
+    value: float = round(float(minor or 0.0) / 10 ** minor_unit_exponent(currency), 6)
+    return value
 
 
 def _value(row: Any, metric: str) -> float:
@@ -282,7 +282,11 @@ def _per_day(ctx: Context, metric: str, label: str, kind: ColumnKind) -> CardDat
     for day in _days(ctx, values):
         r = values.get(day)
         rows.append(
-            {"day": day, metric: _value(r, metric) if r else 0.0, f"{metric}_ci": _ci(r, metric) if r else None}
+            {
+                "day": day,
+                metric: _value(r, metric) if r else 0.0,
+                f"{metric}_ci": _ci(r, metric) if r else None,
+            }
         )
     return ctx.data([Column("day", "Day (UTC)", "date"), Column(metric, label, kind)], rows)
 
@@ -332,8 +336,11 @@ def top_views(ctx: Context) -> CardData:
         for r in result.rows
     ]
     return ctx.data(
-        [Column("title", "Title", "text"), Column("content", "Content id", "text"),
-         Column("views", "Views", "int")],
+        [
+            Column("title", "Title", "text"),
+            Column("content", "Content id", "text"),
+            Column("views", "Views", "int"),
+        ],
         rows,
     )
 
@@ -352,8 +359,12 @@ def top_revenue(ctx: Context) -> CardData:
         for r in result.rows
     ]
     return ctx.data(
-        [Column("title", "Title", "text"), Column("content", "Content id", "text"),
-         Column("currency", "Currency", "text"), Column("revenue", "Revenue", "money")],
+        [
+            Column("title", "Title", "text"),
+            Column("content", "Content id", "text"),
+            Column("currency", "Currency", "text"),
+            Column("revenue", "Revenue", "money"),
+        ],
         rows,
     )
 
@@ -377,26 +388,38 @@ def content_rows(ctx: Context) -> list[dict[str, Any]]:
     sold: set[str] = set()
     for r in sales.rows:
         base = items.get(r["content"]) or {
-            "content": r["content"], "type": r["content_type"], "views": 0.0,
-            "watch_time": 0.0, "avg_watch_time": 0.0,
+            "content": r["content"],
+            "type": r["content_type"],
+            "views": 0.0,
+            "watch_time": 0.0,
+            "avg_watch_time": 0.0,
         }
         sold.add(r["content"])
         rows.append(
-            {**base, "currency": r["currency"], "purchases": _value(r, "purchases"),
-             "revenue": major(r.metrics["revenue"], r["currency"])}
+            {
+                **base,
+                "currency": r["currency"],
+                "purchases": _value(r, "purchases"),
+                "revenue": major(r.metrics["revenue"], r["currency"]),
+            }
         )
     for content, base in items.items():
         if content not in sold:
             rows.append({**base, "currency": "", "purchases": 0.0, "revenue": 0.0})
-    titles = ctx.title_of(r["content"] for r in rows)
-    for r in rows:
-        r["title"] = titles[r["content"]]
+    titles = ctx.title_of(row["content"] for row in rows)
+    for row in rows:
+        row["title"] = titles[row["content"]]
     rows.sort(key=lambda r: (-r["views"], r["title"]))
     return rows
 
 
-@card("content", "All content", "table", wide=True,
-      description="Sort by any column, search by title, page through.")
+@card(
+    "content",
+    "All content",
+    "table",
+    wide=True,
+    description="Sort by any column, search by title, page through.",
+)
 def content_table(ctx: Context) -> CardData:
     rows = content_rows(ctx)
     return ctx.data(
@@ -425,21 +448,42 @@ def item_kpis(ctx: Context) -> CardData:
     ).rows[0]
     sales = ctx.run(["purchases", "revenue"], ["currency"])
     rows: list[dict[str, Any]] = [
-        {"measure": "Views", "value": _value(r, "views"), "kind": "int",
-         "value_ci": _ci(r, "views")},
-        {"measure": "Average watch time per view (seconds)",
-         "value": _value(r, "avg_watch_time"), "kind": "duration",
-         "value_ci": _ci(r, "avg_watch_time")},
-        {"measure": "Completion rate (completions per play)",
-         "value": r.metrics.get("completion_rate"), "kind": "percent",
-         "value_ci": _ci(r, "completion_rate")},
+        {
+            "measure": "Views",
+            "value": _value(r, "views"),
+            "kind": "int",
+            "value_ci": _ci(r, "views"),
+        },
+        {
+            "measure": "Average watch time per view (seconds)",
+            "value": _value(r, "avg_watch_time"),
+            "kind": "duration",
+            "value_ci": _ci(r, "avg_watch_time"),
+        },
+        {
+            "measure": "Completion rate (completions per play)",
+            "value": r.metrics.get("completion_rate"),
+            "kind": "percent",
+            "value_ci": _ci(r, "completion_rate"),
+        },
         {"measure": "Plays", "value": _value(r, "plays"), "kind": "int"},
     ]
     for s in sales.rows:
-        rows.append({"measure": f"Revenue ({s['currency']})", "currency": s["currency"],
-                     "value": major(s.metrics["revenue"], s["currency"]), "kind": "money"})
-        rows.append({"measure": f"Purchases ({s['currency']})", "value": _value(s, "purchases"),
-                     "kind": "int"})
+        rows.append(
+            {
+                "measure": f"Revenue ({s['currency']})",
+                "currency": s["currency"],
+                "value": major(s.metrics["revenue"], s["currency"]),
+                "kind": "money",
+            }
+        )
+        rows.append(
+            {
+                "measure": f"Purchases ({s['currency']})",
+                "value": _value(s, "purchases"),
+                "kind": "int",
+            }
+        )
     return ctx.data(
         [Column("measure", "Measure", "text"), Column("value", "Value", "number")], rows
     )
@@ -450,11 +494,22 @@ def item_views(ctx: Context) -> CardData:
     return _per_day(ctx, "views", "Views", "int")
 
 
-@card("item", "Abandonment curve", "curve",
-      description="Share of plays still going at each point of the media, from where viewers left.")
+@card(
+    "item",
+    "Abandonment curve",
+    "curve",
+    description="Share of plays still going at each point of the media, from where viewers left.",
+)
 def item_abandonment(ctx: Context) -> CardData:
-    metrics = ["plays", "abandons", "completions", "abandon_position_p25",
-               "abandon_position_p50", "abandon_position_p75", "abandon_position_p90"]
+    metrics = [
+        "plays",
+        "abandons",
+        "completions",
+        "abandon_position_p25",
+        "abandon_position_p50",
+        "abandon_position_p75",
+        "abandon_position_p90",
+    ]
     r = ctx.run(metrics).rows[0]
     plays, abandons = _value(r, "plays"), _value(r, "abandons")
     rows: list[dict[str, Any]] = []
@@ -463,14 +518,26 @@ def item_abandonment(ctx: Context) -> CardData:
         for q in (25, 50, 75, 90):
             position = r.metrics.get(f"abandon_position_p{q}")
             if position is not None:
-                rows.append({"position": float(position),
-                             "still_playing": max(0.0, 1 - q / 100 * abandons / plays),
-                             "point": f"{q}% of abandons happened before here"})
-        rows.append({"position": None, "still_playing": _value(r, "completions") / plays,
-                     "point": "completed"})
+                rows.append(
+                    {
+                        "position": float(position),
+                        "still_playing": max(0.0, 1 - q / 100 * abandons / plays),
+                        "point": f"{q}% of abandons happened before here",
+                    }
+                )
+        rows.append(
+            {
+                "position": None,
+                "still_playing": _value(r, "completions") / plays,
+                "point": "completed",
+            }
+        )
     return ctx.data(
-        [Column("point", "Point", "text"), Column("position", "Position (seconds)", "duration"),
-         Column("still_playing", "Share of plays still playing", "percent")],
+        [
+            Column("point", "Point", "text"),
+            Column("position", "Position (seconds)", "duration"),
+            Column("still_playing", "Share of plays still playing", "percent"),
+        ],
         rows,
     )
 
@@ -478,12 +545,21 @@ def item_abandonment(ctx: Context) -> CardData:
 def _breakdown(ctx: Context, dimension: str, label: str, limit: int = 10) -> CardData:
     result = ctx.run(["views"], [dimension], order_by=["-views"], limit=limit)
     total = _value(ctx.run(["views"]).rows[0], "views")
-    rows = [{"name": r[dimension] or "(unknown)", "views": _value(r, "views"),
-             "views_ci": _ci(r, "views")} for r in result.rows]
+    rows = [
+        {
+            "name": r[dimension] or "(unknown)",
+            "views": _value(r, "views"),
+            "views_ci": _ci(r, "views"),
+        }
+        for r in result.rows
+    ]
     _shares(rows, "views", total)
     return ctx.data(
-        [Column("name", label, "text"), Column("views", "Views", "int"),
-         Column("share", "Share of views", "percent")],
+        [
+            Column("name", label, "text"),
+            Column("views", "Views", "int"),
+            Column("share", "Share of views", "percent"),
+        ],
         rows,
     )
 
@@ -513,8 +589,13 @@ def _month_start(moment: datetime, back: int = 0) -> datetime:
     return datetime(year, month, 1, tzinfo=UTC)
 
 
-@card("revenue", "Revenue totals", "kpi", wide=True,
-      description="This month, last month and all time (UTC months), with the other filters.")
+@card(
+    "revenue",
+    "Revenue totals",
+    "kpi",
+    wide=True,
+    description="This month, last month and all time (UTC months), with the other filters.",
+)
 def revenue_totals(ctx: Context) -> CardData:
     this_month = _month_start(ctx.now)
     ranges = {
@@ -526,31 +607,46 @@ def revenue_totals(ctx: Context) -> CardData:
     for label, time_range in ranges.items():
         result = ctx.run(["purchases", "revenue"], ["currency"], time_range=time_range)
         for r in result.rows:
-            rows.append({"measure": label, "currency": r["currency"],
-                         "value": major(r.metrics["revenue"], r["currency"]),
-                         "purchases": _value(r, "purchases")})
+            rows.append(
+                {
+                    "measure": label,
+                    "currency": r["currency"],
+                    "value": major(r.metrics["revenue"], r["currency"]),
+                    "purchases": _value(r, "purchases"),
+                }
+            )
     return ctx.data(
-        [Column("measure", "Period", "text"), Column("currency", "Currency", "text"),
-         Column("value", "Revenue", "money"), Column("purchases", "Purchases", "int")],
+        [
+            Column("measure", "Period", "text"),
+            Column("currency", "Currency", "text"),
+            Column("value", "Revenue", "money"),
+            Column("purchases", "Purchases", "int"),
+        ],
         rows,
     )
 
 
-@card("revenue", "Refunds and net revenue", "table",
-      description="For the selected period.")
+@card("revenue", "Refunds and net revenue", "table", description="For the selected period.")
 def revenue_net(ctx: Context) -> CardData:
     result = ctx.run(["revenue", "refunds", "refund_count", "net_revenue"], ["currency"])
     rows = [
-        {"currency": r["currency"], "revenue": major(r.metrics["revenue"], r["currency"]),
-         "refunds": major(r.metrics["refunds"], r["currency"]),
-         "refund_count": _value(r, "refund_count"),
-         "net": major(r.metrics["net_revenue"], r["currency"])}
+        {
+            "currency": r["currency"],
+            "revenue": major(r.metrics["revenue"], r["currency"]),
+            "refunds": major(r.metrics["refunds"], r["currency"]),
+            "refund_count": _value(r, "refund_count"),
+            "net": major(r.metrics["net_revenue"], r["currency"]),
+        }
         for r in result.rows
     ]
     return ctx.data(
-        [Column("currency", "Currency", "text"), Column("revenue", "Gross revenue", "money"),
-         Column("refunds", "Refunded", "money"), Column("refund_count", "Refunds", "int"),
-         Column("net", "Net revenue", "money")],
+        [
+            Column("currency", "Currency", "text"),
+            Column("revenue", "Gross revenue", "money"),
+            Column("refunds", "Refunded", "money"),
+            Column("refund_count", "Refunds", "int"),
+            Column("net", "Net revenue", "money"),
+        ],
         rows,
     )
 
@@ -562,22 +658,34 @@ def revenue_over_time(ctx: Context) -> CardData:
 
 @card("revenue", "Revenue by content", "table", wide=True)
 def revenue_by_content(ctx: Context) -> CardData:
-    result = ctx.run(["purchases", "revenue", "refunds", "net_revenue"], ["content", "currency"],
-                     order_by=["-revenue"])
+    result = ctx.run(
+        ["purchases", "revenue", "refunds", "net_revenue"],
+        ["content", "currency"],
+        order_by=["-revenue"],
+    )
     titles = ctx.title_of(r["content"] for r in result.rows)
     rows = [
-        {"title": titles[r["content"]], "content": r["content"], "currency": r["currency"],
-         "purchases": _value(r, "purchases"),
-         "revenue": major(r.metrics["revenue"], r["currency"]),
-         "refunds": major(r.metrics["refunds"], r["currency"]),
-         "net": major(r.metrics["net_revenue"], r["currency"])}
+        {
+            "title": titles[r["content"]],
+            "content": r["content"],
+            "currency": r["currency"],
+            "purchases": _value(r, "purchases"),
+            "revenue": major(r.metrics["revenue"], r["currency"]),
+            "refunds": major(r.metrics["refunds"], r["currency"]),
+            "net": major(r.metrics["net_revenue"], r["currency"]),
+        }
         for r in result.rows
     ]
     return ctx.data(
-        [Column("title", "Title", "text"), Column("content", "Content id", "text"),
-         Column("currency", "Currency", "text"), Column("purchases", "Purchases", "int"),
-         Column("revenue", "Gross revenue", "money"), Column("refunds", "Refunded", "money"),
-         Column("net", "Net revenue", "money")],
+        [
+            Column("title", "Title", "text"),
+            Column("content", "Content id", "text"),
+            Column("currency", "Currency", "text"),
+            Column("purchases", "Purchases", "int"),
+            Column("revenue", "Gross revenue", "money"),
+            Column("refunds", "Refunded", "money"),
+            Column("net", "Net revenue", "money"),
+        ],
         rows,
     )
 
@@ -586,17 +694,24 @@ def revenue_by_content(ctx: Context) -> CardData:
 def revenue_by_type(ctx: Context) -> CardData:
     result = ctx.run(["purchases", "revenue"], ["content_type", "currency"], order_by=["-revenue"])
     rows = [
-        {"type": r["content_type"] or "(unknown)", "currency": r["currency"],
-         "purchases": _value(r, "purchases"),
-         "revenue": major(r.metrics["revenue"], r["currency"])}
+        {
+            "type": r["content_type"] or "(unknown)",
+            "currency": r["currency"],
+            "purchases": _value(r, "purchases"),
+            "revenue": major(r.metrics["revenue"], r["currency"]),
+        }
         for r in result.rows
     ]
     for currency in {r["currency"] for r in rows}:
         _shares([r for r in rows if r["currency"] == currency], "revenue")
     return ctx.data(
-        [Column("type", "Content type", "text"), Column("currency", "Currency", "text"),
-         Column("purchases", "Purchases", "int"), Column("revenue", "Revenue", "money"),
-         Column("share", "Share of revenue in its currency", "percent")],
+        [
+            Column("type", "Content type", "text"),
+            Column("currency", "Currency", "text"),
+            Column("purchases", "Purchases", "int"),
+            Column("revenue", "Revenue", "money"),
+            Column("share", "Share of revenue in its currency", "percent"),
+        ],
         rows,
     )
 
@@ -649,20 +764,36 @@ def _last_day(ctx: Context) -> TimeRange:
 @card("health", "Last 24 hours", "kpi", wide=True)
 def health_kpis(ctx: Context) -> CardData:
     day = _last_day(ctx)
-    api = ctx.run(["avg_response_time", "p95_response_time", "error_rate", "api_calls"],
-                  time_range=day, audience=False).rows[0]
+    api = ctx.run(
+        ["avg_response_time", "p95_response_time", "error_rate", "api_calls"],
+        time_range=day,
+        audience=False,
+    ).rows[0]
     users = ctx.run(["unique_visitors"], time_range=day, audience=False).rows[0]
-    queue = ctx.run(["avg_queue_delay", "p95_queue_delay"], time_range=day,
-                    audience=False).rows[0]
-    rows = [
-        {"measure": "Average API response time (ms)", "value": api.metrics["avg_response_time"],
-         "kind": "ms"},
-        {"measure": "API error rate (5xx share)", "value": api.metrics["error_rate"],
-         "kind": "percent", "value_ci": _ci(api, "error_rate")},
-        {"measure": "Active users (visitors)", "value": _value(users, "unique_visitors"),
-         "kind": "int", "value_ci": _ci(users, "unique_visitors")},
-        {"measure": "Average queue delay (ms)", "value": queue.metrics["avg_queue_delay"],
-         "kind": "ms"},
+    queue = ctx.run(["avg_queue_delay", "p95_queue_delay"], time_range=day, audience=False).rows[0]
+    rows: list[dict[str, Any]] = [
+        {
+            "measure": "Average API response time (ms)",
+            "value": api.metrics["avg_response_time"],
+            "kind": "ms",
+        },
+        {
+            "measure": "API error rate (5xx share)",
+            "value": api.metrics["error_rate"],
+            "kind": "percent",
+            "value_ci": _ci(api, "error_rate"),
+        },
+        {
+            "measure": "Active users (visitors)",
+            "value": _value(users, "unique_visitors"),
+            "kind": "int",
+            "value_ci": _ci(users, "unique_visitors"),
+        },
+        {
+            "measure": "Average queue delay (ms)",
+            "value": queue.metrics["avg_queue_delay"],
+            "kind": "ms",
+        },
     ]
     return ctx.data(
         [Column("measure", "Measure", "text"), Column("value", "Value", "number")], rows
@@ -674,94 +805,172 @@ def response_time_hourly(ctx: Context) -> CardData:
     bucket = "day" if ctx.filters.period in ("90d", "all") else "hour"
     result = ctx.run(["avg_response_time", "p95_response_time"], bucket=bucket, audience=False)
     rows = [
-        {"hour": r["bucket"].astimezone(UTC).strftime("%Y-%m-%d %H:00"),
-         "avg": r.metrics["avg_response_time"], "p95": r.metrics["p95_response_time"]}
+        {
+            "hour": r["bucket"].astimezone(UTC).strftime("%Y-%m-%d %H:00"),
+            "avg": r.metrics["avg_response_time"],
+            "p95": r.metrics["p95_response_time"],
+        }
         for r in result.rows
     ]
     label = "Hour (UTC)" if bucket == "hour" else "Day (UTC)"
     return ctx.data(
-        [Column("hour", label, "datetime"), Column("avg", "Average response time (ms)", "ms"),
-         Column("p95", "95th percentile response time (ms)", "ms")],
+        [
+            Column("hour", label, "datetime"),
+            Column("avg", "Average response time (ms)", "ms"),
+            Column("p95", "95th percentile response time (ms)", "ms"),
+        ],
         rows,
     )
 
 
 @card("health", "Error rates by endpoint", "table", wide=True)
 def errors_by_endpoint(ctx: Context) -> CardData:
-    result = ctx.run(["api_calls", "api_errors", "error_rate", "avg_response_time",
-                      "p95_response_time"], ["endpoint"], order_by=["-api_calls"],
-                     audience=False)
+    result = ctx.run(
+        ["api_calls", "api_errors", "error_rate", "avg_response_time", "p95_response_time"],
+        ["endpoint"],
+        order_by=["-api_calls"],
+        audience=False,
+    )
     rows = [
-        {"endpoint": r["endpoint"], "calls": _value(r, "api_calls"),
-         "errors": _value(r, "api_errors"), "error_rate": r.metrics["error_rate"],
-         "error_rate_ci": _ci(r, "error_rate"), "avg": r.metrics["avg_response_time"],
-         "p95": r.metrics["p95_response_time"]}
+        {
+            "endpoint": r["endpoint"],
+            "calls": _value(r, "api_calls"),
+            "errors": _value(r, "api_errors"),
+            "error_rate": r.metrics["error_rate"],
+            "error_rate_ci": _ci(r, "error_rate"),
+            "avg": r.metrics["avg_response_time"],
+            "p95": r.metrics["p95_response_time"],
+        }
         for r in result.rows
     ]
     return ctx.data(
-        [Column("endpoint", "Endpoint", "text"), Column("calls", "Requests", "int"),
-         Column("errors", "5xx answers", "int"), Column("error_rate", "Error rate", "percent"),
-         Column("avg", "Average response time (ms)", "ms"),
-         Column("p95", "95th percentile (ms)", "ms")],
+        [
+            Column("endpoint", "Endpoint", "text"),
+            Column("calls", "Requests", "int"),
+            Column("errors", "5xx answers", "int"),
+            Column("error_rate", "Error rate", "percent"),
+            Column("avg", "Average response time (ms)", "ms"),
+            Column("p95", "95th percentile (ms)", "ms"),
+        ],
         rows,
     )
 
 
 @card("health", "Background jobs", "table")
 def jobs(ctx: Context) -> CardData:
-    result = ctx.run(["jobs", "avg_job_duration", "p95_job_duration"], ["job_name"],
-                     order_by=["-jobs"], audience=False)
-    rows = [{"job": r["job_name"], "runs": _value(r, "jobs"),
-             "avg": r.metrics["avg_job_duration"], "p95": r.metrics["p95_job_duration"]}
-            for r in result.rows]
+    result = ctx.run(
+        ["jobs", "avg_job_duration", "p95_job_duration"],
+        ["job_name"],
+        order_by=["-jobs"],
+        audience=False,
+    )
+    rows = [
+        {
+            "job": r["job_name"],
+            "runs": _value(r, "jobs"),
+            "avg": r.metrics["avg_job_duration"],
+            "p95": r.metrics["p95_job_duration"],
+        }
+        for r in result.rows
+    ]
     return ctx.data(
-        [Column("job", "Job", "text"), Column("runs", "Runs", "int"),
-         Column("avg", "Average duration (ms)", "ms"), Column("p95", "95th percentile (ms)", "ms")],
+        [
+            Column("job", "Job", "text"),
+            Column("runs", "Runs", "int"),
+            Column("avg", "Average duration (ms)", "ms"),
+            Column("p95", "95th percentile (ms)", "ms"),
+        ],
         rows,
     )
 
 
 @card("health", "Queue delays", "table")
 def queue_delays(ctx: Context) -> CardData:
-    result = ctx.run(["queue_samples", "avg_queue_delay", "p95_queue_delay"], ["queue"],
-                     order_by=["-queue_samples"], audience=False)
-    rows = [{"queue": r["queue"], "samples": _value(r, "queue_samples"),
-             "avg": r.metrics["avg_queue_delay"], "p95": r.metrics["p95_queue_delay"]}
-            for r in result.rows]
+    result = ctx.run(
+        ["queue_samples", "avg_queue_delay", "p95_queue_delay"],
+        ["queue"],
+        order_by=["-queue_samples"],
+        audience=False,
+    )
+    rows = [
+        {
+            "queue": r["queue"],
+            "samples": _value(r, "queue_samples"),
+            "avg": r.metrics["avg_queue_delay"],
+            "p95": r.metrics["p95_queue_delay"],
+        }
+        for r in result.rows
+    ]
     return ctx.data(
-        [Column("queue", "Queue", "text"), Column("samples", "Samples", "int"),
-         Column("avg", "Average delay (ms)", "ms"), Column("p95", "95th percentile (ms)", "ms")],
+        [
+            Column("queue", "Queue", "text"),
+            Column("samples", "Samples", "int"),
+            Column("avg", "Average delay (ms)", "ms"),
+            Column("p95", "95th percentile (ms)", "ms"),
+        ],
         rows,
     )
 
 
 @card("health", "Database query times", "table")
 def db_queries(ctx: Context) -> CardData:
-    result = ctx.run(["db_queries", "avg_db_query_time", "p95_db_query_time"], ["operation"],
-                     order_by=["-db_queries"], audience=False)
-    rows = [{"operation": r["operation"], "queries": _value(r, "db_queries"),
-             "avg": r.metrics["avg_db_query_time"], "p95": r.metrics["p95_db_query_time"]}
-            for r in result.rows]
+    result = ctx.run(
+        ["db_queries", "avg_db_query_time", "p95_db_query_time"],
+        ["operation"],
+        order_by=["-db_queries"],
+        audience=False,
+    )
+    rows = [
+        {
+            "operation": r["operation"],
+            "queries": _value(r, "db_queries"),
+            "avg": r.metrics["avg_db_query_time"],
+            "p95": r.metrics["p95_db_query_time"],
+        }
+        for r in result.rows
+    ]
     return ctx.data(
-        [Column("operation", "Statement", "text"), Column("queries", "Queries", "int"),
-         Column("avg", "Average time (ms)", "ms"), Column("p95", "95th percentile (ms)", "ms")],
+        [
+            Column("operation", "Statement", "text"),
+            Column("queries", "Queries", "int"),
+            Column("avg", "Average time (ms)", "ms"),
+            Column("p95", "95th percentile (ms)", "ms"),
+        ],
         rows,
     )
 
 
-@card("health", "Analytics pipeline", "table", wide=True,
-      description="The analytics system's own health: drops, client sampling.")
+@card(
+    "health",
+    "Analytics pipeline",
+    "table",
+    wide=True,
+    description="The analytics system's own health: drops, client sampling.",
+)
 def pipeline(ctx: Context) -> CardData:
-    result = ctx.run(["pipeline_events_in", "pipeline_dropped", "pipeline_drop_rate",
-                      "sampling_rate"], ["source"], audience=False)
-    rows = [{"source": r["source"], "events_in": _value(r, "pipeline_events_in"),
-             "dropped": _value(r, "pipeline_dropped"), "drop_rate": r.metrics["pipeline_drop_rate"],
-             "sampling": r.metrics["sampling_rate"]}
-            for r in result.rows]
+    result = ctx.run(
+        ["pipeline_events_in", "pipeline_dropped", "pipeline_drop_rate", "sampling_rate"],
+        ["source"],
+        audience=False,
+    )
+    rows = [
+        {
+            "source": r["source"],
+            "events_in": _value(r, "pipeline_events_in"),
+            "dropped": _value(r, "pipeline_dropped"),
+            "drop_rate": r.metrics["pipeline_drop_rate"],
+            "sampling": r.metrics["sampling_rate"],
+        }
+        for r in result.rows
+    ]
     return ctx.data(
-        [Column("source", "Source", "text"), Column("events_in", "Events captured", "int"),
-         Column("dropped", "Events dropped", "int"), Column("drop_rate", "Drop rate", "percent"),
-         Column("sampling", "Average sample rate", "percent")],
+        [
+            Column("source", "Source", "text"),
+            Column("events_in", "Events captured", "int"),
+            Column("dropped", "Events dropped", "int"),
+            Column("drop_rate", "Drop rate", "percent"),
+            Column("sampling", "Average sample rate", "percent"),
+        ],
         rows,
     )
 

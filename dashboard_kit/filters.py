@@ -10,7 +10,8 @@ with ``from`` and ``to`` (ISO dates, both included). The other filters narrow au
 ('7d', [('country', 'FR')])
 >>> f.describe()
 'period: last 7 days; country: FR'
->>> ViewFilters.from_params({"period": "custom", "from": "2024-05-01", "to": "2024-05-03"}).describe()
+>>> custom = {"period": "custom", "from": "2024-05-01", "to": "2024-05-03"}
+>>> ViewFilters.from_params(custom).describe()
 'period: 2024-05-01 to 2024-05-03'
 """
 
@@ -106,7 +107,9 @@ class ViewFilters:
         length = current.end - current.start
         return TimeRange.between(current.start - length, current.start)
 
-    def query_filters(self, *, include: tuple[str, ...] = tuple(DIMENSION_OF)) -> tuple[Filter, ...]:
+    def query_filters(
+        self, *, include: tuple[str, ...] = tuple(DIMENSION_OF)
+    ) -> tuple[Filter, ...]:
         """The audience filters as engine filters (only the parameters in ``include``)."""
         out = []
         for param, dimension in DIMENSION_OF.items():

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import html
 
-from starlette.responses import HTMLResponse
-
 from edgemetrics.dashboard_kit.cards import SECTIONS, section_cards
+from starlette.responses import HTMLResponse
 
 _e = html.escape
 
@@ -132,5 +131,6 @@ def error_page(status: int, title: str, message: str, *, base: str) -> HTMLRespo
 <base href="{_e(base)}"><title>{_e(title)}</title>
 <link rel="stylesheet" href="static/dashboard.css"></head>
 <body><main class="error" id="main"><h1>{_e(title)}</h1><p>{_e(message)}</p>
-<p class="code">HTTP {status}</p><p><a href="./">Back to the overview</a></p></main></body></html>"""
+<p class="code">HTTP {status}</p><p><a href="./">Back to the overview</a></p></main>
+</body></html>"""
     return HTMLResponse(body, status_code=status)

@@ -150,36 +150,87 @@ def generate(store: EmbeddedStore, *, sessions: int = 1200, seed: int = 11) -> D
         add(View(timestamp=at, unique_view=True, new_visitor=rnd.random() < 0.5, **ctx))
         if item.duration:
             add(PlayStart(timestamp=at, media_duration=item.duration, **ctx))
-            left = item.duration if rnd.random() < 0.4 else round(rnd.uniform(0.05, 0.95) * item.duration, 1)
+            left = (
+                item.duration
+                if rnd.random() < 0.4
+                else round(rnd.uniform(0.05, 0.95) * item.duration, 1)
+            )
             end = at + timedelta(seconds=1)
             last = Complete if left >= item.duration else Abandon
             add(last(timestamp=end, position=left, media_duration=item.duration, **ctx))
             add(WatchTime(timestamp=end, position=left, watch_time=left, **ctx))
         if item.price_minor and rnd.random() < 0.15:
             tx = f"tx-{s:05d}"
-            add(Purchase(timestamp=at + timedelta(seconds=2), amount_minor=item.price_minor,
-                         currency=item.currency, transaction_id=tx, **ctx))
+            add(
+                Purchase(
+                    timestamp=at + timedelta(seconds=2),
+                    amount_minor=item.price_minor,
+                    currency=item.currency,
+                    transaction_id=tx,
+                    **ctx,
+                )
+            )
             if rnd.random() < 0.1:
-                add(Refund(timestamp=at + timedelta(seconds=3), amount_minor=item.price_minor,
-                           currency=item.currency, transaction_id=f"rf-{s:05d}",
-                           original_transaction_id=tx, **ctx))
+                add(
+                    Refund(
+                        timestamp=at + timedelta(seconds=3),
+                        amount_minor=item.price_minor,
+                        currency=item.currency,
+                        transaction_id=f"rf-{s:05d}",
+                        original_transaction_id=tx,
+                        **ctx,
+                    )
+                )
     for h in range(72):
         hour = now - timedelta(hours=h, minutes=rnd.randint(1, 50))
         for method, route in ENDPOINTS:
             for _ in range(rnd.randint(2, 5)):
                 status = 500 if rnd.random() < (0.2 if "purchase" in route else 0.03) else 200
-                add(ApiCall(timestamp=hour, service="web", method=method, route=route,
-                            status_code=status, duration_ms=round(rnd.uniform(5, 120), 1)))
-        add(Job(timestamp=hour, job_name=rnd.choice(["transcode", "send_receipts"]),
-                duration_ms=round(rnd.uniform(200, 9000), 1), queue_delay_ms=rnd.uniform(0, 500)))
-        add(QueueDelay(timestamp=hour, queue="default", delay_ms=round(rnd.uniform(1, 400), 1),
-                       depth=rnd.randint(0, 30)))
-        add(DbQuery(timestamp=hour, fingerprint="SELECT * FROM content WHERE id = ?",
-                    operation=rnd.choice(["SELECT", "UPDATE"]),
-                    duration_ms=round(rnd.uniform(0.5, 40), 2)))
-        add(PipelineHealth(timestamp=hour, source="exporter", events_in=1000,
-                           events_exported=990, dropped_buffer_full=rnd.randint(0, 10),
-                           spool_depth=rnd.randint(0, 50), sample_rate=1.0))
+                add(
+                    ApiCall(
+                        timestamp=hour,
+                        service="web",
+                        method=method,
+                        route=route,
+                        status_code=status,
+                        duration_ms=round(rnd.uniform(5, 120), 1),
+                    )
+                )
+        add(
+            Job(
+                timestamp=hour,
+                job_name=rnd.choice(["transcode", "send_receipts"]),
+                duration_ms=round(rnd.uniform(200, 9000), 1),
+                queue_delay_ms=rnd.uniform(0, 500),
+            )
+        )
+        add(
+            QueueDelay(
+                timestamp=hour,
+                queue="default",
+                delay_ms=round(rnd.uniform(1, 400), 1),
+                depth=rnd.randint(0, 30),
+            )
+        )
+        add(
+            DbQuery(
+                timestamp=hour,
+                fingerprint="SELECT * FROM content WHERE id = ?",
+                operation=rnd.choice(["SELECT", "UPDATE"]),
+                duration_ms=round(rnd.uniform(0.5, 40), 2),
+            )
+        )
+        add(
+            PipelineHealth(
+                timestamp=hour,
+                source="exporter",
+                events_in=1000,
+                events_exported=990,
+                dropped_buffer_full=rnd.randint(0, 10),
+                spool_depth=rnd.randint(0, 50),
+                sample_rate=1.0,
+            )
+        )
     client = Client(StoreSink(store), flush_interval=0.05)
     for event in data.events:
         client.track(event)

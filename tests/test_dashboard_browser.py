@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from edgemetrics.dashboard_kit import create_dashboard
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from edgemetrics.dashboard_kit import create_dashboard
 from edgemetrics.events import PlayStart, Purchase, View
 from edgemetrics.principal import Principal
 from edgemetrics.store import EmbeddedStore
@@ -130,7 +130,11 @@ def test_every_section_renders_with_data_for_the_owner(browser: Any, base: str) 
         shot(page, section or "overview")
     # The navigation reaches each section, Platform health included, for the owner.
     assert page.inner_text("nav").split("\n") == [
-        "Overview", "Content", "Revenue", "Audience", "Platform health"
+        "Overview",
+        "Content",
+        "Revenue",
+        "Audience",
+        "Platform health",
     ]
     page.context.close()
 
@@ -193,12 +197,12 @@ def test_filters_change_the_numbers_and_live_in_the_url(
     # Today, and a custom range covering exactly yesterday.
     open_filled(page, base + "?period=today")
     midnight = data.now - timedelta(seconds=since_midnight(data.now))
-    assert kpi_value(page, "kpi_views") == f"{data.count(View, lambda e: e.timestamp >= midnight):,}"
+    assert (
+        kpi_value(page, "kpi_views") == f"{data.count(View, lambda e: e.timestamp >= midnight):,}"
+    )
     day = (midnight - timedelta(days=1)).date().isoformat()
     open_filled(page, base + f"?period=custom&from={day}&to={day}")
-    yesterday = data.count(
-        View, lambda e: midnight - timedelta(days=1) <= e.timestamp < midnight
-    )
+    yesterday = data.count(View, lambda e: midnight - timedelta(days=1) <= e.timestamp < midnight)
     assert kpi_value(page, "kpi_views") == f"{yesterday:,}"
     assert page.is_visible("input[name=from]")
     page.context.close()
@@ -235,9 +239,7 @@ def test_csv_download_matches_the_table(browser: Any, base: str) -> None:
     header, rows, comments = download_csv(page, "content_table")
     assert header[:4] == ["Title", "Content id", "Type", "Views"]
     assert len(rows) == len(shown) > 10  # the table pages by 10; the CSV holds every row
-    assert [(r[0], int(r[3])) for r in rows] == [
-        (s[0], int(s[3].replace(",", ""))) for s in shown
-    ]
+    assert [(r[0], int(r[3])) for r in rows] == [(s[0], int(s[3].replace(",", ""))) for s in shown]
     assert "# scope: all creators" in comments
     assert "# filters: period: last 90 days; country: DE" in comments
     # Sorting and searching work on the same rows.
@@ -364,9 +366,7 @@ def test_error_pages_say_what_happened(browser: Any, tmp_path: Path) -> None:
     # A backend nobody answers on: the shell still renders, and says so.
     from tests.loopback_server import free_port
 
-    down = CloudflareBackend(
-        "acct", "t", base_url=f"http://127.0.0.1:{free_port()}", retries=0
-    )
+    down = CloudflareBackend("acct", "t", base_url=f"http://127.0.0.1:{free_port()}", retries=0)
     app = Starlette(routes=[Mount("/a", app=create_dashboard(down, authenticate=who))])
     with serve_asgi(app) as url:
         page = page_as(browser, url + "/a/", "owner")
