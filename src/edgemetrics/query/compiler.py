@@ -1,0 +1,434 @@
+"""One compiler, two dialects: a :class:`~edgemetrics.query.model.Query` to AE SQL or DuckDB SQL.
+
+AE SQL uses only the documented subset: one table, no JOIN, no COALESCE, ``sumIf``,
+``toStartOfInterval``, ``quantileExactWeighted``, ``intDiv``. DuckDB SQL says the same
+thing in DuckDB's words (``sum(..) FILTER (WHERE ..)``, ``date_trunc``, a cumulative
+window for the weighted quantile). Identifiers come only from :mod:`.semantic`; every
+value is a literal escaped by :func:`literal` for the dialect.
+
+A query becomes one or more :class:`SqlPart` statements: one per family for the summed
+components, one per quantile source. The engine merges them by their dimension keys.
+
+>>> from edgemetrics.query.model import Principal, Query, TimeRange
+>>> from datetime import datetime, UTC
+>>> q = Query(("views",), ("country",), time_range=TimeRange.between(
+...     datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)))
+>>> part = plan(q, Principal.creator("c1")).parts[0]
+>>> print(compile_part(part, "ae", *plan(q, Principal.creator("c1")).bounds()))  # doctest: +NORMALIZE_WHITESPACE
+SELECT blob7 AS d0, count() AS _rows, max(_sample_interval) AS _maxsi,
+  sumIf(_sample_interval, (blob1 = 'view')) AS s0,
+  sumIf(_sample_interval * (_sample_interval - 1), (blob1 = 'view')) AS v0
+FROM edgemetrics_content
+WHERE timestamp >= toDateTime(1704067200) AND timestamp < toDateTime(1704153600)
+  AND (blob1 = 'view') AND (index1 = 'c1' AND blob4 = 'c1')
+GROUP BY d0 ORDER BY s0 DESC, d0 ASC LIMIT 1000 OFFSET 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from edgemetrics.query.model import AccessDenied, Filter, Principal, Query, QueryError, TimeRange
+from edgemetrics.query.semantic import (
+    CREATOR_FAMILIES,
+    DIMENSIONS,
+    METRICS,
+    TABLES,
+    TENANT_COLUMN,
+    Component,
+    Dimension,
+    Expr,
+    Metric,
+    col,
+    parse_filter_value,
+)
+
+Dialect = Literal["ae", "duckdb"]
+DIALECTS: tuple[str, ...] = ("ae", "duckdb")
+Z95 = 1.959963984540054
+# Rank offsets around a quantile level, for its confidence interval under sampling.
+CI_OFFSETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def literal(value: str | int | float, dialect: str) -> str:
+    """``value`` as a SQL literal of ``dialect``; strings are quoted and escaped.
+
+    ClickHouse (AE) strings take backslash escapes; DuckDB and PostgreSQL strings are
+    standard SQL, where only the quote is doubled. NUL is escaped for ClickHouse, kept raw
+    for DuckDB (its strings may hold it) and refused by PostgreSQL's text type.
+
+    >>> literal("it's", "ae"), literal("a\\\\b", "ae"), literal("it's", "duckdb")
+    ("'it\\\\'s'", "'a\\\\\\\\b'", "'it''s'")
+    >>> literal(5, "ae")
+    '5'
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise QueryError(f"value: {value!r} is not a string or number [type]")
+    if not isinstance(value, str):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise QueryError("value: not a finite number [finite]")
+        return repr(value) if isinstance(value, float) else str(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise QueryError("value: not encodable as UTF-8 [utf8]") from exc
+    if dialect == "ae":
+        out = value.replace("\\", "\\\\").replace("'", "\\'").replace("\x00", "\\0")
+        return f"'{out}'"
+    if dialect == "postgres" and "\x00" in value:
+        raise QueryError("value: PostgreSQL text cannot hold NUL [no_nul]")
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class QuantileSpec:
+    expr: Expr
+    types: tuple[str, ...]
+    levels: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SqlPart:
+    """One statement's worth of a query: a family, its sum components or one quantile source."""
+
+    family: str
+    keys: tuple[str, ...]  # output dimension names, ``bucket`` first when bucketed
+    components: tuple[Component, ...] = ()
+    covariances: tuple[tuple[int, int], ...] = ()
+    quantile: QuantileSpec | None = None
+    order: tuple[tuple[str, bool], ...] = ()  # (column alias, descending), pushed down
+    limit: int | None = None
+    offset: int = 0
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        if self.quantile is not None:
+            return self.quantile.types
+        seen: dict[str, None] = {}
+        for c in self.components:
+            for t in c.types:
+                seen[t] = None
+        return tuple(seen)
+
+    def ci_levels(self) -> tuple[float, ...]:
+        """The quantile levels to ask for the confidence intervals of this part's levels."""
+        assert self.quantile is not None
+        out: set[float] = set()
+        for q in self.quantile.levels:
+            for d in CI_OFFSETS:
+                out.add(round(max(0.0, q - d), 6))
+                out.add(round(min(1.0, q + d), 6))
+        return tuple(sorted(out))
+
+
+@dataclass
+class Plan:
+    query: Query
+    principal: Principal
+    metrics: tuple[Metric, ...]
+    parts: list[SqlPart] = field(default_factory=list)
+    families: tuple[str, ...] = ()
+    sort_in_python: bool = True
+    resolved: TimeRange | None = None
+
+    def bounds(self) -> tuple[Query, Principal, datetime, datetime]:
+        rng = self.resolved or self.query.time_range.resolve()
+        assert rng.start is not None and rng.end is not None
+        return self.query, self.principal, rng.start, rng.end
+
+
+def validate(query: Query, principal: Principal) -> tuple[tuple[Metric, ...], tuple[str, ...]]:
+    """Check names, families, access and required splits; returns the metrics and families."""
+    metrics = []
+    for name in query.metrics:
+        if name not in METRICS:
+            raise QueryError(f"metrics: unknown metric {name!r} [semantic_layer]")
+        metrics.append(METRICS[name])
+    families: dict[str, None] = {}
+    for m in metrics:
+        for f in sorted(m.families):
+            families[f] = None
+    if principal.role == "creator":
+        denied = [m.name for m in metrics if not m.families <= CREATOR_FAMILIES]
+        if denied:
+            raise AccessDenied(f"metrics: {', '.join(denied)} are for the platform owner [owner_only]")
+    for name in query.dimensions:
+        if name not in DIMENSIONS:
+            raise QueryError(f"dimensions: unknown dimension {name!r} [semantic_layer]")
+        missing = [f for f in families if f not in DIMENSIONS[name].fields]
+        if missing:
+            raise QueryError(
+                f"dimensions: {name!r} does not apply to {', '.join(missing)} metrics [applicable]"
+            )
+    for flt in query.filters:
+        if flt.dimension not in DIMENSIONS:
+            raise QueryError(f"filters: unknown dimension {flt.dimension!r} [semantic_layer]")
+        dim = DIMENSIONS[flt.dimension]
+        missing = [f for f in families if f not in dim.fields]
+        if missing:
+            raise QueryError(
+                f"filters.{flt.dimension}: does not apply to {', '.join(missing)} metrics [applicable]"
+            )
+        for v in flt.values:
+            try:
+                parse_filter_value(dim, v)
+            except ValueError as exc:
+                raise QueryError(str(exc)) from exc
+    for m in metrics:
+        for req in m.requires:
+            if req not in query.dimensions:
+                raise QueryError(
+                    f"dimensions: {m.name} must be split by {req} (never summed across) [requires]"
+                )
+    for key in query.order_by:
+        name = key.removeprefix("-")
+        if name not in query.metrics and name not in query.output_dimensions:
+            raise QueryError(f"order_by: {name!r} is not a metric or dimension of the query [member]")
+    return tuple(metrics), tuple(families)
+
+
+def plan(query: Query, principal: Principal) -> Plan:
+    """Split a query into SQL parts; push sort and paging down when one part answers it."""
+    metrics, families = validate(query, principal)
+    keys = query.output_dimensions
+    out = Plan(query, principal, metrics, families=families)
+    sums: dict[str, dict[Component, None]] = {}
+    quantiles: dict[tuple[Expr, tuple[str, ...]], dict[float, None]] = {}
+    for m in metrics:
+        if m.kind == "quantile":
+            assert m.quantile_of is not None
+            quantiles.setdefault((m.quantile_of, m.quantile_types), {})[m.level] = None
+        else:
+            for c in m.sum_components():
+                sums.setdefault(c.family, {})[c] = None
+    for family, comps in sums.items():
+        comp_list = tuple(comps)
+        covs = []
+        for m in metrics:
+            if m.kind in ("ratio", "difference"):
+                a = METRICS[m.parts[0]].sum_components()[0]
+                b = METRICS[m.parts[1]].sum_components()[0]
+                if a.family == family and a.overlaps(b):
+                    pair = (comp_list.index(a), comp_list.index(b))
+                    if pair not in covs:
+                        covs.append(pair)
+        out.parts.append(SqlPart(family, keys, components=comp_list, covariances=tuple(covs)))
+    for (expr, types), levels in quantiles.items():
+        out.parts.append(SqlPart(expr.family, keys, quantile=QuantileSpec(expr, types, tuple(levels))))
+    # Push ORDER BY/LIMIT into SQL when a single statement holds every sort key.
+    if len(out.parts) == 1 and out.parts[0].quantile is None:
+        part = out.parts[0]
+        order: list[tuple[str, bool]] = []
+        ok = True
+        for key in _order_keys(query):
+            desc = key.startswith("-")
+            name = key.removeprefix("-")
+            if name in keys:
+                order.append((f"d{keys.index(name)}", desc))
+            elif METRICS[name].kind == "sum":
+                order.append((f"s{part.components.index(METRICS[name].sum_components()[0])}", desc))
+            else:
+                ok = False
+        if ok:
+            for i, _ in enumerate(keys):
+                if (f"d{i}", False) not in order and (f"d{i}", True) not in order:
+                    order.append((f"d{i}", False))
+            out.parts[0] = SqlPart(
+                part.family, keys, part.components, part.covariances, None, tuple(order),
+                query.limit, query.offset,
+            )
+            out.sort_in_python = False
+    return out
+
+
+def _order_keys(query: Query) -> tuple[str, ...]:
+    if query.order_by:
+        return query.order_by
+    if query.bucket:
+        return ("bucket",)
+    return ("-" + query.metrics[0],)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def dimension_sql(dim: Dimension, family: str, dialect: str) -> str:
+    column = dim.column(family)
+    if dim.kind == "status_class":
+        return f"intDiv({column}, 100)" if dialect == "ae" else f"floor({column} / 100)"
+    return column
+
+
+def bucket_sql(bucket: str, tz: str, dialect: str) -> str:
+    """The bucket start as Unix seconds, truncated in the local calendar of ``tz``."""
+    if dialect == "ae":
+        unit = bucket.upper()
+        z = literal(tz, dialect)
+        # Week and month starts come back as a Date: make it the local midnight of that date.
+        return (
+            f"toUnixTimestamp(toDateTime(toStartOfInterval(timestamp, INTERVAL '1' {unit}, {z}), {z}))"
+        )
+    if tz == "UTC":
+        return f"epoch(date_trunc('{bucket}', timestamp))"
+    z = literal(tz, dialect)
+    local = f"timezone({z}, timezone('UTC', timestamp))"
+    return f"epoch(timezone({z}, date_trunc('{bucket}', {local})))"
+
+
+def _time_sql(t: datetime, dialect: str) -> str:
+    seconds = int(t.timestamp())
+    if dialect == "ae":
+        return f"toDateTime({seconds})"
+    return f"make_timestamp({seconds * 1_000_000})"
+
+
+def _or(terms: list[str]) -> str:
+    return "(" + " OR ".join(terms) + ")"
+
+
+def _types_sql(family: str, types: tuple[str, ...], dialect: str) -> str:
+    column = col(family, "type")
+    return _or([f"{column} = {literal(t, dialect)}" for t in types])
+
+
+def filter_sql(flt: Filter, family: str, dialect: str) -> str:
+    dim = DIMENSIONS[flt.dimension]
+    expr = dimension_sql(dim, family, dialect)
+    terms = [f"{expr} = {literal(parse_filter_value(dim, v), dialect)}" for v in flt.values]
+    cond = _or(terms)
+    return f"NOT {cond}" if flt.op in ("ne", "not_in") else cond
+
+
+def principal_sql(principal: Principal, family: str, dialect: str) -> str | None:
+    """The tenancy conjunct: a creator sees rows indexed *and* attributed to its id only."""
+    if principal.role == "owner":
+        return None
+    if family not in CREATOR_FAMILIES:
+        raise AccessDenied(f"metrics: {family} data is for the platform owner [owner_only]")
+    assert principal.creator_id is not None
+    value = literal(principal.creator_id, dialect)
+    return f"({TENANT_COLUMN} = {value} AND {col(family, 'creator_id')} = {value})"
+
+
+def _component_cond(c: Component, dialect: str) -> str:
+    cond = _types_sql(c.family, c.types, dialect)
+    if c.min_status_class is not None:
+        status = dimension_sql(DIMENSIONS["status_class"], c.family, dialect)
+        cond = f"{cond} AND {status} >= {c.min_status_class}"
+    return cond
+
+
+def _weighted(expr: str, weight: str) -> str:
+    return weight if expr == "1" else f"{expr} * {weight}"
+
+
+def _agg(expr: str, cond: str, dialect: str) -> str:
+    if dialect == "ae":
+        return f"sumIf({expr}, {cond})"
+    return f"sum({expr}) FILTER (WHERE {cond})"
+
+
+def where_sql(part: SqlPart, query: Query, principal: Principal, start: datetime, end: datetime,
+              dialect: str) -> str:
+    conds = [
+        f"timestamp >= {_time_sql(start, dialect)}",
+        f"timestamp < {_time_sql(end, dialect)}",
+        _types_sql(part.family, part.types, dialect),
+    ]
+    tenancy = principal_sql(principal, part.family, dialect)
+    if tenancy:
+        conds.append(tenancy)
+    conds.extend(filter_sql(f, part.family, dialect) for f in query.filters)
+    return " AND ".join(conds)
+
+
+def key_columns(part: SqlPart, query: Query, dialect: str) -> list[str]:
+    out = []
+    for i, name in enumerate(part.keys):
+        if name == "bucket":
+            assert query.bucket is not None
+            out.append(f"{bucket_sql(query.bucket, query.tz, dialect)} AS d{i}")
+        else:
+            out.append(f"{dimension_sql(DIMENSIONS[name], part.family, dialect)} AS d{i}")
+    return out
+
+
+def compile_part(part: SqlPart, dialect: str, query: Query, principal: Principal,
+                 start: datetime, end: datetime, *, ci: bool = False) -> str:
+    """The SQL text of one part in ``dialect`` (``ae`` or ``duckdb``) over ``[start, end)``."""
+    if dialect not in DIALECTS:
+        raise QueryError(f"dialect: {dialect!r} is not one of {DIALECTS} [enum]")
+    if part.quantile is not None:
+        return _compile_quantile(part, dialect, query, principal, start, end, ci)
+    weight = "_sample_interval" if dialect == "ae" else "CAST(_sample_interval AS DOUBLE)"
+    var_weight = f"{weight} * ({weight} - 1)"
+    keys = key_columns(part, query, dialect)
+    count = "count()" if dialect == "ae" else "count(*)"
+    select = [*keys, f"{count} AS _rows", "max(_sample_interval) AS _maxsi"]
+    for i, c in enumerate(part.components):
+        e = c.expr.sql()
+        cond = _component_cond(c, dialect)
+        select.append(f"{_agg(_weighted(e, weight), cond, dialect)} AS s{i}")
+        square = "1" if e == "1" else f"{e} * {e}"
+        select.append(f"{_agg(_weighted(square, var_weight), cond, dialect)} AS v{i}")
+    for k, (a, b) in enumerate(part.covariances):
+        ca, cb = part.components[a], part.components[b]
+        ea, eb = ca.expr.sql(), cb.expr.sql()
+        product = "1" if ea == eb == "1" else " * ".join(x for x in (ea, eb) if x != "1")
+        cond = f"{_component_cond(ca, dialect)} AND {_component_cond(cb, dialect)}"
+        select.append(f"{_agg(_weighted(product, var_weight), cond, dialect)} AS c{k}")
+    sql = (
+        f"SELECT {', '.join(select)} FROM {TABLES[part.family]} "
+        f"WHERE {where_sql(part, query, principal, start, end, dialect)}"
+    )
+    if part.keys:
+        sql += " GROUP BY " + ", ".join(f"d{i}" for i in range(len(part.keys)))
+    if part.order:
+        terms = []
+        for alias, desc in part.order:
+            # DuckDB's FILTER yields NULL on no match where ClickHouse's sumIf yields 0.
+            expr = alias if dialect == "ae" or alias.startswith("d") else f"coalesce({alias}, 0)"
+            terms.append(f"{expr} {'DESC' if desc else 'ASC'}")
+        sql += " ORDER BY " + ", ".join(terms)
+    if part.limit is not None:
+        sql += f" LIMIT {int(part.limit)} OFFSET {int(part.offset)}"
+    return sql
+
+
+def _compile_quantile(part: SqlPart, dialect: str, query: Query, principal: Principal,
+                      start: datetime, end: datetime, ci: bool) -> str:
+    spec = part.quantile
+    assert spec is not None
+    levels = part.ci_levels() if ci else spec.levels
+    value = spec.expr.sql()
+    keys = key_columns(part, query, dialect)
+    where = where_sql(part, query, principal, start, end, dialect)
+    table = TABLES[part.family]
+    group = ", ".join(f"d{i}" for i in range(len(part.keys)))
+    if dialect == "ae":
+        select = [*keys, "count() AS _rows", "max(_sample_interval) AS _maxsi"]
+        select += [
+            f"quantileExactWeighted({q!r})({value}, _sample_interval) AS q{i}"
+            for i, q in enumerate(levels)
+        ]
+        sql = f"SELECT {', '.join(select)} FROM {table} WHERE {where}"
+        return sql + (f" GROUP BY {group}" if group else "")
+    # DuckDB: the same rule as ClickHouse's quantileExactWeighted. Sort the distinct values,
+    # accumulate their weights, and take the first value whose running weight reaches
+    # ceil(total * level).
+    partition = f"PARTITION BY {group} " if group else ""
+    by = f"{group}, " if group else ""
+    picks = ", ".join(
+        f"min(v) FILTER (WHERE cw >= ceil(tw * {q!r})) AS q{i}" for i, q in enumerate(levels)
+    )
+    return (
+        f"WITH f AS (SELECT {', '.join([*keys, f'{value} AS v', '_sample_interval AS w'])} "
+        f"FROM {table} WHERE {where}), "
+        f"g AS (SELECT {by}v, sum(w) AS w, count(*) AS n, max(w) AS m FROM f GROUP BY {by}v), "
+        f"c AS (SELECT *, sum(w) OVER ({partition}ORDER BY v ROWS UNBOUNDED PRECEDING) AS cw, "
+        f"sum(w) OVER ({partition.strip()}) AS tw FROM g) "
+        f"SELECT {by}sum(n) AS _rows, max(m) AS _maxsi, {picks} FROM c"
+        + (f" GROUP BY {group}" if group else "")
+    )
