@@ -81,8 +81,16 @@ def serve(store_path: Path, port: int) -> None:
         return Principal.owner()
 
     app = Starlette(routes=[Mount("/analytics", app=create_dashboard(store, authenticate=who))])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=8192,
-                loop="uvloop", http="httptools", timeout_keep_alive=120)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        backlog=8192,
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=120,
+    )
 
 
 def free_port() -> int:
@@ -140,15 +148,21 @@ def build_store(events: int, data_dir: Path) -> tuple[Path, list[str]]:
         done.write_text(json.dumps({"counts": counts}))
         print(f"generated {events:,} events in {time.perf_counter() - started:.1f} s: {counts}")
     store = EmbeddedStore(path, read_only=True)
-    creators = [r["c"] for r in store.query(
-        "SELECT index1 AS c FROM edgemetrics_content GROUP BY 1 ORDER BY count(*) DESC LIMIT 200"
-    )]
-    total = sum(r["n"] for r in store.query(
-        "SELECT count(*) AS n FROM edgemetrics_content UNION ALL "
-        "SELECT count(*) FROM edgemetrics_commerce UNION ALL "
-        "SELECT count(*) FROM edgemetrics_platform UNION ALL "
-        "SELECT count(*) FROM edgemetrics_pipeline"
-    ))
+    creators = [
+        r["c"]
+        for r in store.query(
+            "SELECT index1 AS c FROM edgemetrics_content GROUP BY 1 ORDER BY count(*) DESC LIMIT 200"
+        )
+    ]
+    total = sum(
+        r["n"]
+        for r in store.query(
+            "SELECT count(*) AS n FROM edgemetrics_content UNION ALL "
+            "SELECT count(*) FROM edgemetrics_commerce UNION ALL "
+            "SELECT count(*) FROM edgemetrics_platform UNION ALL "
+            "SELECT count(*) FROM edgemetrics_pipeline"
+        )
+    )
     store.close()
     print(f"store: {path} ({total:,} events, {path.stat().st_size / 1e9:.2f} GB)")
     return path, creators
@@ -222,13 +236,25 @@ class Conn:
 
 def page_requests(prefix: str, section: str, cards: Sequence[str], query: str) -> list[str]:
     q = f"?{query}" if query else ""
-    return [f"{prefix}static/dashboard.css", f"{prefix}static/dashboard.js",
-            f"{prefix}api/status"] + [f"{prefix}api/card/{c}{q}" for c in cards]
+    return [
+        f"{prefix}static/dashboard.css",
+        f"{prefix}static/dashboard.js",
+        f"{prefix}api/status",
+    ] + [f"{prefix}api/card/{c}{q}" for c in cards]
 
 
-async def user(n: int, host: str, port: int, prefix: str, cookie: str, end: float,
-               plans: list[tuple[str, list[str], str]], latencies: list[float],
-               errors: list[str], rnd: random.Random) -> None:
+async def user(
+    n: int,
+    host: str,
+    port: int,
+    prefix: str,
+    cookie: str,
+    end: float,
+    plans: list[tuple[str, list[str], str]],
+    latencies: list[float],
+    errors: list[str],
+    rnd: random.Random,
+) -> None:
     conns = [Conn(host, port, cookie) for _ in range(4)]  # a browser opens up to six
     await asyncio.sleep(rnd.uniform(0, 10))  # users arrive over the first ten seconds
     while time.monotonic() < end:
@@ -278,10 +304,25 @@ async def load_test(base: str, users: int, duration: float, creators: list[str])
         owner = n % 10 == 0
         cookie = "owner" if owner else f"creator:{creators[n % len(creators)]}"
         sections = SECTIONS if owner else SECTIONS[:-1]
-        plans = [(s, [c.id for c in section_cards(s or "overview")], f) for s in sections
-                 for f in filters]
-        tasks.append(user(n, host, port, prefix, cookie, end, plans, latencies, errors,
-                          random.Random(rnd.random())))
+        plans = [
+            (s, [c.id for c in section_cards(s or "overview")], f)
+            for s in sections
+            for f in filters
+        ]
+        tasks.append(
+            user(
+                n,
+                host,
+                port,
+                prefix,
+                cookie,
+                end,
+                plans,
+                latencies,
+                errors,
+                random.Random(rnd.random()),
+            )
+        )
     started = time.monotonic()
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - started
@@ -291,8 +332,13 @@ async def load_test(base: str, users: int, duration: float, creators: list[str])
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
     return {
-        "requests": len(latencies), "errors": len(errors), "seconds": elapsed,
-        "rps": len(latencies) / elapsed, "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
+        "requests": len(latencies),
+        "errors": len(errors),
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "p50": pct(0.50),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
         "mean": statistics.fmean(ordered) * 1000 if ordered else 0.0,
         "error_sample": errors[:5],
     }
@@ -321,27 +367,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures = browser_figures(base)
         finally:
             stop_server(proc)
-        print(f"\nbrowser: Chromium, owner, {args.events:,} events (ms; goal < {GOAL_PAGE_MS:.0f},"
-              f" aim {AIM_PAGE_MS:.0f})")
-        print(f"{'page':<22}{'cards':>6}{'load event':>12}{'all cards filled':>18}"
-              f"{'goal/filled':>13}{'aim/filled':>12}")
+        print(
+            f"\nbrowser: Chromium, owner, {args.events:,} events (ms; goal < {GOAL_PAGE_MS:.0f},"
+            f" aim {AIM_PAGE_MS:.0f})"
+        )
+        print(
+            f"{'page':<22}{'cards':>6}{'load event':>12}{'all cards filled':>18}"
+            f"{'goal/filled':>13}{'aim/filled':>12}"
+        )
         for key, t in figures.items():
-            print(f"{key:<22}{t['cards']:>6}{t['load']:>12.0f}{t['filled']:>18.0f}"
-                  f"{GOAL_PAGE_MS / t['filled']:>13.2f}{AIM_PAGE_MS / t['filled']:>12.2f}")
+            print(
+                f"{key:<22}{t['cards']:>6}{t['load']:>12.0f}{t['filled']:>18.0f}"
+                f"{GOAL_PAGE_MS / t['filled']:>13.2f}{AIM_PAGE_MS / t['filled']:>12.2f}"
+            )
     if not args.skip_load:
         proc, base = start_server(store_path)
         try:
             result = asyncio.run(load_test(base, args.users, args.duration, creators))
         finally:
             stop_server(proc)
-        print(f"\nload: {args.users:,} concurrent dashboard users on loopback for "
-              f"{args.duration:.0f} s ({args.events:,} events; 90% creators, 10% owner; "
-              "5-15 s reading between pages)")
-        print(f"requests {result['requests']:,}  errors {result['errors']}  "
-              f"throughput {result['rps']:.0f} req/s")
-        print(f"latency per request: p50 {result['p50']:.1f} ms  p95 {result['p95']:.1f} ms  "
-              f"p99 {result['p99']:.1f} ms  mean {result['mean']:.1f} ms  "
-              f"(goal p95 < {GOAL_P95_MS:.0f} ms: goal/p95 = {GOAL_P95_MS / result['p95']:.2f})")
+        print(
+            f"\nload: {args.users:,} concurrent dashboard users on loopback for "
+            f"{args.duration:.0f} s ({args.events:,} events; 90% creators, 10% owner; "
+            "5-15 s reading between pages)"
+        )
+        print(
+            f"requests {result['requests']:,}  errors {result['errors']}  "
+            f"throughput {result['rps']:.0f} req/s"
+        )
+        print(
+            f"latency per request: p50 {result['p50']:.1f} ms  p95 {result['p95']:.1f} ms  "
+            f"p99 {result['p99']:.1f} ms  mean {result['mean']:.1f} ms  "
+            f"(goal p95 < {GOAL_P95_MS:.0f} ms: goal/p95 = {GOAL_P95_MS / result['p95']:.2f})"
+        )
         if result["error_sample"]:
             print("first errors:", result["error_sample"])
     return 0

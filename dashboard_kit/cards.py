@@ -749,6 +749,11 @@ def traffic_sources(ctx: Context) -> CardData:
     return _breakdown(ctx, "referrer_source", "Referrer source", limit=50)
 
 
+@card("audience", "Time zones", "table", description="Where viewers' clocks are: when to publish.")
+def timezones(ctx: Context) -> CardData:
+    return _breakdown(ctx, "timezone", "Time zone", limit=50)
+
+
 @card("audience", "Anonymous and authenticated", "donut")
 def authenticated_split(ctx: Context) -> CardData:
     return _breakdown(ctx, "authenticated", "Viewer")
@@ -945,11 +950,17 @@ def db_queries(ctx: Context) -> CardData:
     "Analytics pipeline",
     "table",
     wide=True,
-    description="The analytics system's own health: drops, client sampling.",
+    description="The analytics system's own health: drops, client sampling, spool depth.",
 )
 def pipeline(ctx: Context) -> CardData:
     result = ctx.run(
-        ["pipeline_events_in", "pipeline_dropped", "pipeline_drop_rate", "sampling_rate"],
+        [
+            "pipeline_events_in",
+            "pipeline_dropped",
+            "pipeline_drop_rate",
+            "sampling_rate",
+            "avg_spool_depth",
+        ],
         ["source"],
         audience=False,
     )
@@ -960,6 +971,7 @@ def pipeline(ctx: Context) -> CardData:
             "dropped": _value(r, "pipeline_dropped"),
             "drop_rate": r.metrics["pipeline_drop_rate"],
             "sampling": r.metrics["sampling_rate"],
+            "spool": r.metrics["avg_spool_depth"],
         }
         for r in result.rows
     ]
@@ -970,6 +982,7 @@ def pipeline(ctx: Context) -> CardData:
             Column("dropped", "Events dropped", "int"),
             Column("drop_rate", "Drop rate", "percent"),
             Column("sampling", "Average sample rate", "percent"),
+            Column("spool", "Average spool depth (events waiting on disk)", "number"),
         ],
         rows,
     )

@@ -317,6 +317,20 @@ def test_a_content_page_shows_its_figures(
     page.context.close()
 
 
+def test_audience_time_zones_and_shares(
+    browser: Any, base: str, dataset: tuple[EmbeddedStore, Dataset]
+) -> None:
+    _, data = dataset
+    page = page_as(browser, base, "owner")
+    open_filled(page, base + "audience?period=all")
+    zones = read_table(page, "timezones")
+    views = data.count(View)
+    paris = data.count(View, lambda e: e.timezone == "Europe/Paris")
+    row = next(r for r in zones if r[0] == "Europe/Paris")
+    assert row[1:] == [f"{paris:,}", f"{100 * paris / views:.1f}%"]
+    page.context.close()
+
+
 def test_the_owner_sees_platform_health(browser: Any, base: str) -> None:
     page = page_as(browser, base, "owner")
     open_filled(page, base + "health?period=7d")
@@ -327,6 +341,7 @@ def test_the_owner_sees_platform_health(browser: Any, base: str) -> None:
     kpis = page.inner_text('[data-card="health_kpis"]')
     assert "Average API response time" in kpis and "ms" in kpis
     assert page.inner_text('[data-card="pipeline"] tbody th') == "exporter"
+    assert "spool depth" in page.inner_text('[data-card="pipeline"] thead')
     page.context.close()
 
 
