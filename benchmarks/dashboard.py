@@ -18,8 +18,8 @@
    throughput, and latency per request (p50, p95, p99). Goal: p95 under 500 ms.
 
 The figures are printed against the goals (the ratio, goal / measured, above 1 is better).
-Events are generated with ``benchmarks/synthetic.py`` (SQL inside DuckDB) once per size and
-kept in ``--data-dir``.
+Events are generated with ``benchmarks/dashboard_events.py`` (SQL inside DuckDB) once per size
+and kept in ``--data-dir``.
 """
 
 from __future__ import annotations
@@ -64,11 +64,11 @@ GOAL_P95_MS = 500.0
 
 def serve(store_path: Path, port: int) -> None:
     import uvicorn
+    from edgemetrics.dashboard_kit import create_dashboard
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.routing import Mount
 
-    from edgemetrics.dashboard_kit import create_dashboard
     from edgemetrics.principal import Principal
     from edgemetrics.store import EmbeddedStore
 
@@ -130,11 +130,11 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 def build_store(events: int, data_dir: Path) -> tuple[Path, list[str]]:
     """The store with ``events`` synthetic events (made once, then reused)."""
-    from synthetic import generate
+    from dashboard_events import generate
 
     from edgemetrics.store import EmbeddedStore
 
-    path = data_dir / f"dashboard-{events}.duckdb"
+    path = data_dir / f"dashboard-v1-{events}.duckdb"
     done = path.with_suffix(".json")
     if not done.exists():
         for stale in (path, path.with_suffix(".duckdb.wal")):
@@ -151,7 +151,7 @@ def build_store(events: int, data_dir: Path) -> tuple[Path, list[str]]:
     creators = [
         r["c"]
         for r in store.query(
-            "SELECT index1 AS c FROM edgemetrics_content GROUP BY 1 ORDER BY count(*) DESC LIMIT 200"
+            "SELECT index1 AS c FROM edgemetrics_content GROUP BY 1 ORDER BY count(*) DESC"
         )
     ]
     total = sum(
@@ -243,8 +243,20 @@ def page_requests(prefix: str, section: str, cards: Sequence[str], query: str) -
     ] + [f"{prefix}api/card/{c}{q}" for c in cards]
 
 
+async def fetch_all(
+    conn: Conn, paths: list[str], latencies: list[float], errors: list[str]
+) -> None:
+    """Fetch from the shared list until it is empty (several connections drain it at once)."""
+    while paths:
+        path = paths.pop()
+        started = time.perf_counter()
+        code = await conn.get(path)
+        latencies.append(time.perf_counter() - started)
+        if code != 200:
+            errors.append(f"{code} {path}")
+
+
 async def user(
-    n: int,
     host: str,
     port: int,
     prefix: str,
@@ -260,27 +272,12 @@ async def user(
     while time.monotonic() < end:
         section, cards, query = rnd.choice(plans)
         shell = prefix + section + (f"?{query}" if query else "")
-        queue = [shell]
         try:
-            started = time.perf_counter()
-            status = await conns[0].get(shell)
-            latencies.append(time.perf_counter() - started)
-            if status != 200:
-                errors.append(f"{status} {shell}")
+            await fetch_all(conns[0], [shell], latencies, errors)
             rest = page_requests(prefix, section, cards, query)
-
-            async def drain(conn: Conn) -> None:
-                while rest:
-                    path = rest.pop()
-                    t0 = time.perf_counter()
-                    code = await conn.get(path)
-                    latencies.append(time.perf_counter() - t0)
-                    if code != 200:
-                        errors.append(f"{code} {path}")
-
-            await asyncio.gather(*(drain(c) for c in conns))
+            await asyncio.gather(*(fetch_all(c, rest, latencies, errors) for c in conns))
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            errors.append(f"{type(exc).__name__} {queue[0]}")
+            errors.append(f"{type(exc).__name__} {shell}")
             conns = [Conn(host, port, cookie) for _ in range(4)]
         await asyncio.sleep(rnd.uniform(5, 15))
     for c in conns:
@@ -311,7 +308,6 @@ async def load_test(base: str, users: int, duration: float, creators: list[str])
         ]
         tasks.append(
             user(
-                n,
                 host,
                 port,
                 prefix,
@@ -350,6 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=60.0, help="load test seconds")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "bench")
+    parser.add_argument(
+        "--creators",
+        type=int,
+        default=100,
+        help="distinct creators among the users (each its own scope and cache entries)",
+    )
     parser.add_argument("--skip-browser", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
@@ -383,7 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_load:
         proc, base = start_server(store_path)
         try:
-            result = asyncio.run(load_test(base, args.users, args.duration, creators))
+            pool = creators[: args.creators]
+            result = asyncio.run(load_test(base, args.users, args.duration, pool))
         finally:
             stop_server(proc)
         print(

@@ -14,6 +14,7 @@ Every route takes the filters of :mod:`edgemetrics.dashboard_kit.filters` from t
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,7 +221,7 @@ def create_dashboard(
                 if reason is not None:
                     return JSONResponse({"error": reason}, status_code=403)
             ctx = Context(
-                engine, principal, filters, title_hook, content_id=item, now=datetime.now(UTC)
+                engine, principal, filters, title_hook, content_id=item, now=cache_clock(cache_ttl)
             )
             return card.build(ctx)
         except AccessDenied as exc:
@@ -347,6 +348,21 @@ def create_dashboard(
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ]
     )
+
+
+def cache_clock(ttl: float) -> datetime:
+    """Now, rounded up to the next multiple of the cache TTL.
+
+    Ranges the dashboard computes itself (the previous period, this month, the last 24 h)
+    end at this instant, so their cache keys stay the same for a TTL instead of changing
+    every second; they end at most one TTL in the future, where there is no data yet.
+
+    >>> cache_clock(30).second % 30
+    0
+    """
+    step = max(1.0, ttl)
+    stamp = datetime.now(UTC).timestamp()
+    return datetime.fromtimestamp(math.ceil(stamp / step) * step, UTC)
 
 
 def _exponent(currency: str) -> int:

@@ -181,7 +181,7 @@ def _day_key(moment: Any) -> str:
 
 def _days(ctx: Context, seen: Iterable[str]) -> list[str]:
     """Every day of the period, so quiet days show as zero rather than vanish."""
-    resolved = ctx.filters.time_range().resolve(ctx.now)
+    resolved = ctx.filters.time_range().resolve()
     assert resolved.start is not None and resolved.end is not None
     seen = sorted(seen)
     first = resolved.start.date()
