@@ -134,7 +134,7 @@ def build_store(events: int, data_dir: Path) -> tuple[Path, list[str]]:
 
     from edgemetrics.store import EmbeddedStore
 
-    path = data_dir / f"dashboard-v1-{events}.duckdb"
+    path = data_dir / f"dashboard-v2-{events}.duckdb"
     done = path.with_suffix(".json")
     if not done.exists():
         for stale in (path, path.with_suffix(".duckdb.wal")):

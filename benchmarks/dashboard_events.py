@@ -7,7 +7,8 @@ database queries and pipeline snapshots (drops, sample rate, spool depth). Rows 
 the 60 days before ``now``; creators follow a long tail (a few large, many small).
 
 Each column is a function of the row number through DuckDB's ``hash``, so a run is
-reproducible, and rows go straight into the store's tables with their layout positions.
+reproducible, and rows go straight into the store's tables with their layout positions, in
+time order, as a live store receives them.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _load(
     store.execute(
         f"INSERT INTO edgemetrics_{family} SELECT {select} FROM ("
         f"SELECT i, {now_ms} - ({rnd(0)} % {span})::BIGINT AS ms, ({rnd(1)} % 100)::INTEGER AS p "
-        f"FROM range({start}, {start + count}) r(i))"
+        f"FROM range({start}, {start + count}) r(i)) ORDER BY ms"
     )
 
 

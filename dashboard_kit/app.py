@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edgemetrics.dashboard_kit.answers import SharedAnswers
 from edgemetrics.dashboard_kit.cards import CARDS, SECTIONS, Card, CardData, Context
 from edgemetrics.dashboard_kit.export import to_csv, to_zip
 from edgemetrics.dashboard_kit.filters import FilterError, ViewFilters
@@ -64,8 +65,12 @@ def _no_titles(content_ids: Iterable[str]) -> Mapping[str, str]:
     return {}
 
 
-def as_engine(backend: Any, *, cache_ttl: float = 30.0) -> Engine:
-    """An :class:`~edgemetrics.query.Engine` over an embedded store, a backend, or itself."""
+def as_engine(backend: Any, *, cache_ttl: float = 0.0) -> Engine:
+    """An :class:`~edgemetrics.query.Engine` over an embedded store, a backend, or itself.
+
+    The dashboard caches answers itself (:mod:`edgemetrics.dashboard_kit.answers`), so an
+    engine it builds has the engine's own cache off by default.
+    """
     if isinstance(backend, Engine):
         return backend
     if isinstance(backend, EmbeddedStore):
@@ -91,7 +96,9 @@ def create_dashboard(
     ``backend``: an :class:`~edgemetrics.store.EmbeddedStore`, a query backend or an engine.
     ``authenticate(request)`` returns the viewer's principal (owner, or a creator) or None
     to refuse; the default refuses everyone. ``titles(content_ids)`` maps content ids to the
-    names the host's CMS gives them. Answers are cached ``cache_ttl`` seconds per scope.
+    names the host's CMS gives them. Answers are shared per scope: fresh for ``cache_ttl``
+    seconds, then served while one refresh runs (at most two TTLs behind; see
+    :mod:`~edgemetrics.dashboard_kit.answers`).
 
     >>> import os, tempfile
     >>> from starlette.testclient import TestClient
@@ -100,7 +107,7 @@ def create_dashboard(
     >>> TestClient(app).get("/api/card/kpi_views").json()["rows"][0]["value"]
     0.0
     """
-    engine = as_engine(backend, cache_ttl=cache_ttl)
+    engine = SharedAnswers(as_engine(backend), ttl=cache_ttl)
     title_hook = titles or _no_titles
 
     def base_of(request: Request) -> str:
