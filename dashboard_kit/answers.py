@@ -5,6 +5,8 @@ engine this keeps, per (principal scope, query):
 
 * **one run at a time**: callers asking what is already being computed wait for that run
   instead of starting their own (no thundering herd at start or when an answer expires);
+* **no more runs at once than ``max_concurrent``** (default: the CPU count), so a burst
+  of distinct questions queues instead of thrashing the backend;
 * **fresh for ``ttl`` seconds**, then **stale while revalidating** for another ``ttl``: the
   old answer is served at once while one background thread computes the new one, so a
   viewer waits for the backend only when nobody asked that question in the last two TTLs.
@@ -26,6 +28,7 @@ Scopes never share answers: a creator's answer is never served to anyone else.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -51,6 +54,7 @@ class SharedAnswers:
         *,
         ttl: float = 30.0,
         max_entries: int = 50_000,
+        max_concurrent: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
@@ -62,6 +66,8 @@ class SharedAnswers:
         self._answers: OrderedDict[Key, tuple[float, Result]] = OrderedDict()
         self._running: dict[Key, Future[Result]] = {}
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="em-refresh")
+        # No more backend queries at once than cores: more only thrash the embedded store.
+        self._slots = threading.BoundedSemaphore(max_concurrent or os.cpu_count() or 2)
 
     def run(self, query: Query, principal: Principal) -> Result:
         """The answer to ``query`` for ``principal``: cached, shared or computed now."""
@@ -101,7 +107,8 @@ class SharedAnswers:
 
     def _compute(self, key: Key, query: Query, principal: Principal) -> Result:
         try:
-            result = self.engine.run(query, principal)
+            with self._slots:
+                result = self.engine.run(query, principal)
         except BaseException:
             with self._lock:
                 self._running.pop(key, None)

@@ -13,9 +13,11 @@ Every route takes the filters of :mod:`edgemetrics.dashboard_kit.filters` from t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,16 @@ def create_dashboard(
     0.0
     """
     engine = SharedAnswers(as_engine(backend), ttl=cache_ttl)
+    # Handlers that query run on the dashboard's own threads, so the server's shared pool
+    # (static files, the shell) never waits behind a slow backend.
+    workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="em-dashboard")
+
+    def offload(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return await asyncio.get_running_loop().run_in_executor(workers, handler, request)
+
+        return endpoint
+
     title_hook = titles or _no_titles
 
     def base_of(request: Request) -> str:
@@ -345,12 +357,12 @@ def create_dashboard(
     return Starlette(
         routes=[
             Route("/", page),
-            Route("/api/card/{card}", card_api),
-            Route("/api/overview", overview_api),
-            Route("/api/status", status_api),
-            Route("/export/{card}.csv", csv_export),
-            Route("/export/{which}.zip", zip_export),
-            Route("/content/{content_id:path}", item_page),
+            Route("/api/card/{card}", offload(card_api)),
+            Route("/api/overview", offload(overview_api)),
+            Route("/api/status", offload(status_api)),
+            Route("/export/{card}.csv", offload(csv_export)),
+            Route("/export/{which}.zip", offload(zip_export)),
+            Route("/content/{content_id:path}", offload(item_page)),
             Route("/{section}", page),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ]

@@ -277,6 +277,8 @@
     }
     if (data.note) body.insertAdjacentHTML("beforeend", '<p class="note">' + esc(data.note) + "</p>");
     el.setAttribute("data-state", empty ? "empty" : "ready");
+    var zero = data.rows.every(function (r) { return !r.value; });
+    if (kind === "kpi" && zero) el.setAttribute("data-zero", "");
   }
   function fail(el, status, message) {
     el.querySelector(".body").innerHTML = '<p class="error" role="alert">' + esc(message) + "</p>";
@@ -312,11 +314,17 @@
     if (broken.length && broken.every(function (c) { return c.getAttribute("data-status") === "503"; })) {
       status.textContent = "The analytics backend is unreachable right now; the figures will return once it answers.";
     }
-  });
-  fetch("api/status").then(function (r) { return r.ok ? r.json() : null; }).then(function (s) {
-    if (s && !s.has_data) {
-      status.textContent = "No data yet: nothing has been recorded for you so far. Once the platform sends its first events, they appear here within a minute.";
-      document.body.setAttribute("data-no-data", "true");
+    // Nothing in this view: is it the filters, or is there no data at all yet?
+    var blank = cards.every(function (c) {
+      return c.getAttribute("data-state") === "empty" || c.hasAttribute("data-zero");
+    });
+    if (blank) {
+      fetch("api/status").then(function (r) { return r.ok ? r.json() : null; }).then(function (s) {
+        if (s && !s.has_data) {
+          status.textContent = "No data yet: nothing has been recorded for you so far. Once the platform sends its first events, they appear here within a minute.";
+          document.body.setAttribute("data-no-data", "true");
+        }
+      }).catch(function () {});
     }
-  }).catch(function () {});
+  });
 })();
