@@ -12,7 +12,7 @@
    a second visit within the query cache's TTL (30 s). Goal (the PRD): under 1 s; aim 300 ms.
 2. **Load**: ``--users`` simulated dashboard users (default 1,000) on loopback, each on its
    own keep-alive connections. A user loads a page the way the browser does (the shell, then
-   its stylesheet, script, status and every card's JSON, up to four at a time), reads it for
+   its stylesheet, script and every card's JSON, up to four at a time), reads it for
    a random 5 to 15 s, then opens another section or filter (the default Overview most
    often, weights in ``load_test``), until ``--duration`` is over.
    Users are creators (90%, spread over ``--creators`` distinct creators, each its own scope
@@ -243,7 +243,6 @@ def page_requests(prefix: str, section: str, cards: Sequence[str], query: str) -
     return [
         f"{prefix}static/dashboard.css",
         f"{prefix}static/dashboard.js",
-        f"{prefix}api/status",
     ] + [f"{prefix}api/card/{c}{q}" for c in cards]
 
 
