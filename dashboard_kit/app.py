@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +113,9 @@ def create_dashboard(
     0.0
     """
     engine = SharedAnswers(as_engine(backend), ttl=cache_ttl)
+    # Built cards (rows merged, titles looked up) for a TTL: paging and sorting a long table
+    # reuse them instead of rebuilding.
+    finished = BuiltCards(cache_ttl)
     # Handlers that query run on the dashboard's own threads, so the server's shared pool
     # (static files, the shell) never waits behind a slow backend.
     workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="em-dashboard")
@@ -239,10 +245,25 @@ def create_dashboard(
                 reason = item_access(principal, item)
                 if reason is not None:
                     return JSONResponse({"error": reason}, status_code=403)
-            ctx = Context(
-                engine, principal, filters, title_hook, content_id=item, now=cache_clock(cache_ttl)
-            )
-            return card.build(ctx)
+            key = (principal.scope, card.id, tuple(sorted(filters.params().items())), item)
+            built = finished.get(key)
+            if built is None:
+                ctx = Context(
+                    engine,
+                    principal,
+                    filters,
+                    title_hook,
+                    content_id=item,
+                    now=cache_clock(cache_ttl),
+                )
+                built = card.build(ctx)
+                finished.put(key, built)
+            if card.paged:
+                built = built.arranged(
+                    search=request.query_params.get("q", ""),
+                    sort=request.query_params.get("sort", ""),
+                )
+            return built
         except AccessDenied as exc:
             return JSONResponse({"error": str(exc)}, status_code=403)
         except BackendError as exc:
@@ -258,9 +279,19 @@ def create_dashboard(
         data = answer(request, card)
         if isinstance(data, Response):
             return data
-        return JSONResponse(
-            {"id": card.id, "title": card.title, "kind": card.kind, **data.to_json()}
-        )
+        body = data.to_json()
+        if card.paged:
+            try:
+                number = int(request.query_params.get("page", "0"))
+            except ValueError:
+                return JSONResponse(
+                    {"error": "page: must be a whole number [integer]"}, status_code=400
+                )
+            body = data.page(number, PAGE_SIZE)
+            body.update(
+                sort=request.query_params.get("sort", ""), q=request.query_params.get("q", "")
+            )
+        return JSONResponse({"id": card.id, "title": card.title, "kind": card.kind, **body})
 
     def csv_export(request: Request) -> Response:
         card = CARDS.get(request.path_params["card"])
@@ -367,6 +398,36 @@ def create_dashboard(
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ]
     )
+
+
+PAGE_SIZE = 10
+
+
+class BuiltCards:
+    """A small expiring memo of built cards, keyed by scope, card, filters and item."""
+
+    def __init__(self, ttl: float, max_entries: int = 5000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._cards: OrderedDict[Hashable, tuple[float, CardData]] = OrderedDict()
+
+    def get(self, key: Hashable) -> CardData | None:
+        with self._lock:
+            held = self._cards.get(key)
+            if held is None or time.monotonic() - held[0] >= self.ttl:
+                return None
+            self._cards.move_to_end(key)
+            return held[1]
+
+    def put(self, key: Hashable, data: CardData) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._cards[key] = (time.monotonic(), data)
+            self._cards.move_to_end(key)
+            while len(self._cards) > self.max_entries:
+                self._cards.popitem(last=False)
 
 
 def cache_clock(ttl: float) -> datetime:

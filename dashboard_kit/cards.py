@@ -60,6 +60,44 @@ class CardData:
             "note": self.note,
         }
 
+    def arranged(self, *, search: str = "", sort: str = "") -> CardData:
+        """The rows whose title holds ``search`` (any case), ordered by ``sort`` (a column
+        key, ``-key`` for descending); ties keep the card's own order.
+
+        >>> d = CardData([Column("title", "Title", "text"), Column("views", "Views", "int")],
+        ...              [{"title": "B", "views": 1}, {"title": "a", "views": 5}])
+        >>> [r["title"] for r in d.arranged(sort="title").rows]
+        ['a', 'B']
+        >>> [r["title"] for r in d.arranged(search="b", sort="-views").rows]
+        ['B']
+        """
+        rows = self.rows
+        if search:
+            needle = search.casefold()
+            rows = [r for r in rows if needle in str(r.get("title", "")).casefold()]
+        key = sort.lstrip("-")
+        column = next((c for c in self.columns if c.key == key), None)
+        if column is not None:
+            text = column.kind in ("text", "date", "datetime")
+
+            def order(row: dict[str, Any]) -> Any:
+                value = row.get(key)
+                if text:
+                    return str(value or "").casefold()
+                return float("-inf") if value is None else float(value)
+
+            rows = sorted(rows, key=order, reverse=sort.startswith("-"))
+        return CardData(self.columns, rows, self.estimated, self.row_count, self.note)
+
+    def page(self, number: int, size: int) -> dict[str, Any]:
+        """One page of rows as JSON, with the paging facts the table shows."""
+        pages = max(1, -(-len(self.rows) // size))
+        number = min(max(number, 0), pages - 1)
+        out = self.to_json()
+        out["rows"] = self.rows[number * size : (number + 1) * size]
+        out.update(total_rows=len(self.rows), page=number, pages=pages, page_size=size)
+        return out
+
 
 @dataclass
 class Context:
@@ -129,6 +167,8 @@ class Card:
     build: Build
     description: str = ""
     wide: bool = False
+    # Long tables are sorted, searched and paged by the server: a page is all that travels.
+    paged: bool = False
 
     @property
     def owner_only(self) -> bool:
@@ -139,10 +179,18 @@ CARDS: dict[str, Card] = {}
 
 
 def card(
-    section: str, title: str, kind: Kind, *, description: str = "", wide: bool = False
+    section: str,
+    title: str,
+    kind: Kind,
+    *,
+    description: str = "",
+    wide: bool = False,
+    paged: bool = False,
 ) -> Callable[[Build], Build]:
     def register(build: Build) -> Build:
-        CARDS[build.__name__] = Card(build.__name__, section, title, kind, build, description, wide)
+        CARDS[build.__name__] = Card(
+            build.__name__, section, title, kind, build, description, wide, paged
+        )
         return build
 
     return register
@@ -424,6 +472,7 @@ def content_rows(ctx: Context) -> list[dict[str, Any]]:
     "All content",
     "table",
     wide=True,
+    paged=True,
     description="Sort by any column, search by title, page through.",
 )
 def content_table(ctx: Context) -> CardData:
@@ -663,7 +712,7 @@ def revenue_over_time(ctx: Context) -> CardData:
     return _revenue_per_day(ctx)
 
 
-@card("revenue", "Revenue by content", "table", wide=True)
+@card("revenue", "Revenue by content", "table", wide=True, paged=True)
 def revenue_by_content(ctx: Context) -> CardData:
     result = ctx.run(
         ["purchases", "revenue", "refunds", "net_revenue"],

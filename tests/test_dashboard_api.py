@@ -176,3 +176,13 @@ def test_overview_api_for_scripts(base: str) -> None:
         "watch_time_seconds": 0.0,
         "revenue_minor": {"EUR": 1250},
     }
+
+
+def test_long_tables_page_on_the_server(base: str) -> None:
+    first = get(base, "/api/card/content_table?period=today&sort=title").json()
+    assert first["total_rows"] == 2 and first["page"] == 0 and first["pages"] == 1
+    assert [r["title"] for r in first["rows"]] == ["The big one", "The small one"]
+    searched = get(base, "/api/card/content_table?period=today&q=SMALL").json()
+    assert [r["title"] for r in searched["rows"]] == ["The small one"]
+    bad = get(base, "/api/card/content_table?page=two")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("page:")

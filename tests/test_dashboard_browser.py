@@ -219,7 +219,14 @@ def read_table(page: Any, card: str) -> list[list[str]]:
         nxt = page.query_selector(f'[data-card="{card}"] [data-page="1"]')
         if nxt is None or nxt.is_disabled():
             return rows
+        label = page.inner_text(f'[data-card="{card}"] [data-page-label]')
         nxt.click()
+        page.wait_for_function(
+            "([sel, before]) => { const c = document.querySelector(sel);"
+            " const l = c.querySelector('[data-page-label]');"
+            " return c.dataset.state === 'ready' && l && l.innerText !== before; }",
+            arg=[f'[data-card="{card}"]', label],
+        )
 
 
 def download_csv(page: Any, card: str) -> tuple[list[str], list[list[str]], list[str]]:
@@ -242,15 +249,30 @@ def test_csv_download_matches_the_table(browser: Any, base: str) -> None:
     assert [(r[0], int(r[3])) for r in rows] == [(s[0], int(s[3].replace(",", ""))) for s in shown]
     assert "# scope: all creators" in comments
     assert "# filters: period: last 90 days; country: DE" in comments
-    # Sorting and searching work on the same rows.
-    page.click('[data-card="content_table"] [data-sort="title"]')
-    first = page.inner_text('[data-card="content_table"] tbody tr th')
-    assert first == sorted(r[0] for r in rows)[0]
-    page.fill('[data-card="content_table"] [data-search]', "number 3")
-    found = page.eval_on_selector_all(
-        '[data-card="content_table"] tbody th', "ths => ths.map(t => t.innerText)"
+    # Sorting and searching (done by the server, a page at a time) work on the same rows,
+    # and the CSV then follows the table's order and search.
+    table = '[data-card="content_table"]'
+    page.click(f'{table} [data-sort="title"]')
+    page.wait_for_selector(f'{table}[data-state=ready] th[aria-sort="ascending"]')
+    assert page.inner_text(f"{table} tbody tr th") == min((r[0] for r in rows), key=str.casefold)
+    page.click(f'{table} [data-sort="views"]')
+    page.wait_for_selector(f'{table}[data-state=ready] th[aria-sort="descending"]')
+    most = read_table(page, "content_table")
+    assert [int(r[3].replace(",", "")) for r in most] == sorted(
+        (int(r[3]) for r in rows), reverse=True
     )
-    assert found and all("number 3" in t for t in found)
+    page.fill(f"{table} [data-search]", "number 3")
+    page.wait_for_function(
+        "sel => { const c = document.querySelector(sel);"
+        " return c.dataset.state === 'ready' && c.querySelector('[data-page-label]')"
+        ".innerText.includes('rows') && [...c.querySelectorAll('tbody th')]"
+        ".every(t => t.innerText.includes('number 3')); }",
+        arg=table,
+    )
+    found = read_table(page, "content_table")
+    _, searched, _ = download_csv(page, "content_table")
+    assert found and [r[0] for r in searched] == [r[0] for r in found]
+    assert all("number 3" in r[0] for r in found)
     # A chart's CSV matches its numbers too.
     open_filled(page, base + "audience")
     header, rows, _ = download_csv(page, "top_countries")

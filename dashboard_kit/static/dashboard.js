@@ -166,6 +166,87 @@
     draw();
   }
 
+  // Long tables: the server sorts, searches and pages; only the page shown travels.
+  function serverTable(card, el, first) {
+    var cols = first.columns, state = { sort: first.sort || "", q: first.q || "", page: first.page || 0 };
+    var wrap = document.createElement("div");
+    wrap.className = "table";
+    wrap.innerHTML = '<label class="search">Search titles <input type="search" data-search></label>';
+    var box = document.createElement("div");
+    box.className = "scroll";
+    var pager = document.createElement("p");
+    pager.className = "pager";
+    wrap.appendChild(box);
+    wrap.appendChild(pager);
+    el.appendChild(wrap);
+    var input = wrap.querySelector("[data-search]");
+    input.value = state.q;
+    var csv = card.querySelector("a.csv"), csvBase = csv.getAttribute("href");
+    function draw(data) {
+      var head = cols.map(function (c) {
+        var sort = state.sort === c.key ? "ascending" : state.sort === "-" + c.key ? "descending" : "none";
+        var mark = sort === "ascending" ? " ▲" : sort === "descending" ? " ▼" : "";
+        return '<th scope="col" aria-sort="' + sort + '"' + (numeric(c) ? ' class="num"' : "") +
+          '><button type="button" data-sort="' + c.key + '">' + esc(c.label) + mark + "</button></th>";
+      }).join("");
+      var body = data.rows.map(function (r) {
+        return "<tr>" + cols.map(function (c, i) {
+          var text = esc(cellText(c, r));
+          if (c.key === "title" && r.content) text = '<a href="content/' + encodeURIComponent(r.content) + (qs ? "?" + qs : "") + '">' + text + "</a>";
+          return (i === 0 ? '<th scope="row">' : numeric(c) ? '<td class="num">' : "<td>") + text + (i === 0 ? "</th>" : "</td>");
+        }).join("") + "</tr>";
+      }).join("");
+      box.innerHTML = "<table><thead><tr>" + head + "</tr></thead><tbody>" +
+        (body || '<tr><td colspan="' + cols.length + '">No rows.</td></tr>') + "</tbody></table>";
+      pager.innerHTML = '<button type="button" data-page="-1"' + (data.page > 0 ? "" : " disabled") + '>Previous</button> ' +
+        '<span data-page-label>Page ' + (data.page + 1) + " of " + data.pages + " (" + data.total_rows + " rows)</span> " +
+        '<button type="button" data-page="1"' + (data.page < data.pages - 1 ? "" : " disabled") + ">Next</button>";
+      state.page = data.page;
+      var extra = new URLSearchParams(csvBase.split("?")[1] || "");
+      if (state.sort) extra.set("sort", state.sort); else extra.delete("sort");
+      if (state.q) extra.set("q", state.q); else extra.delete("q");
+      csv.setAttribute("href", csvBase.split("?")[0] + "?" + extra.toString());
+      card.setAttribute("data-state", "ready");
+    }
+    var seq = 0;
+    function refetch(focusSort) {
+      var mine = ++seq;
+      card.setAttribute("data-state", "loading");
+      var extra = { page: String(state.page) };
+      if (state.sort) extra.sort = state.sort;
+      if (state.q) extra.q = state.q;
+      fetch(cardUrl(card, extra), { headers: { Accept: "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (data) {
+          if (mine !== seq) return; // a newer request superseded this one
+          draw(data);
+          if (focusSort) { var b = box.querySelector('[data-sort="' + focusSort + '"]'); if (b) b.focus(); }
+        });
+    }
+    wrap.addEventListener("click", function (event) {
+      var b = event.target.closest("button");
+      if (!b) return;
+      if (b.hasAttribute("data-sort")) {
+        var key = b.getAttribute("data-sort");
+        var col = cols.filter(function (c) { return c.key === key; })[0];
+        if (state.sort === key) state.sort = "-" + key;
+        else if (state.sort === "-" + key) state.sort = key;
+        else state.sort = numeric(col) ? "-" + key : key;
+        state.page = 0;
+        refetch(key);
+      } else if (b.hasAttribute("data-page")) {
+        state.page += Number(b.getAttribute("data-page"));
+        refetch(null);
+      }
+    });
+    var timer = null;
+    input.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { state.q = input.value.trim(); state.page = 0; refetch(null); }, 200);
+    });
+    draw(first);
+  }
+
   // --- charts -------------------------------------------------------------------------------
   var DASHES = ["", "6 4", "2 3", "10 3 2 3"];
   function lineChart(el, data) {
@@ -266,6 +347,10 @@
     else if (kind === "bars") bars(body, data);
     else if (kind === "donut") donut(body, data);
     else if (kind === "curve") curve(body, data);
+    if (kind === "table" && data.total_rows) {
+      serverTable(el, body, data);
+      return;
+    }
     if (kind === "table") {
       if (!empty) table(body, data, { searchable: data.columns[0].key === "title", paged: true, link: true });
     } else if (!empty && kind !== "kpi") {
@@ -285,11 +370,15 @@
     el.setAttribute("data-state", "error");
     el.setAttribute("data-status", String(status));
   }
-  function load(el) {
-    var id = el.getAttribute("data-card"), url = new URLSearchParams(query);
+  function cardUrl(el, extra) {
+    var url = new URLSearchParams(query);
     if (item) url.set("item", item);
+    Object.keys(extra || {}).forEach(function (k) { url.set(k, extra[k]); });
     var s = url.toString();
-    return fetch("api/card/" + id + (s ? "?" + s : ""), { headers: { Accept: "application/json" } })
+    return "api/card/" + el.getAttribute("data-card") + (s ? "?" + s : "");
+  }
+  function load(el) {
+    return fetch(cardUrl(el), { headers: { Accept: "application/json" } })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) {
           if (!r.ok) {
