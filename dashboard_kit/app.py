@@ -118,11 +118,14 @@ def create_dashboard(
     finished = BuiltCards(cache_ttl)
     # Handlers that query run on the dashboard's own threads, so the server's shared pool
     # (static files, the shell) never waits behind a slow backend.
-    workers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="em-dashboard")
+    workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="em-dashboard")
+
+    async def run_in_workers(handler: Callable[[Request], Response], request: Request) -> Response:
+        return await asyncio.get_running_loop().run_in_executor(workers, handler, request)
 
     def offload(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            return await asyncio.get_running_loop().run_in_executor(workers, handler, request)
+            return await run_in_workers(handler, request)
 
         return endpoint
 
@@ -221,6 +224,15 @@ def create_dashboard(
 
     def answer(request: Request, card: Card) -> CardData | Response:
         """Run ``card`` for this request, or the error response to send instead."""
+        data = attempt(request, card, cached_only=False)
+        assert data is not None
+        return data
+
+    def attempt(request: Request, card: Card, *, cached_only: bool) -> CardData | Response | None:
+        """Run ``card`` for this request, or the error response to send instead.
+
+        ``cached_only``: answer only from built cards (None when it would need the backend),
+        so the event loop can serve what is ready without queueing behind slow queries."""
         principal = viewer(request)
         if principal is None:
             return JSONResponse(
@@ -240,6 +252,8 @@ def create_dashboard(
                 {"error": "item: give a content id for an item card, and only for one [required]"},
                 status_code=400,
             )
+        if cached_only and item:
+            return None
         try:
             if item:
                 reason = item_access(principal, item)
@@ -247,6 +261,8 @@ def create_dashboard(
                     return JSONResponse({"error": reason}, status_code=403)
             key = (principal.scope, card.id, tuple(sorted(filters.params().items())), item)
             built = finished.get(key)
+            if built is None and cached_only:
+                return None
             if built is None:
                 ctx = Context(
                     engine,
@@ -276,7 +292,17 @@ def create_dashboard(
         card = CARDS.get(request.path_params["card"])
         if card is None:
             return JSONResponse({"error": "card: no such card [enum]"}, status_code=404)
-        data = answer(request, card)
+        return card_response(request, card, answer(request, card))
+
+    async def card_endpoint(request: Request) -> Response:
+        card = CARDS.get(request.path_params["card"])
+        if card is not None:
+            ready = attempt(request, card, cached_only=True)
+            if ready is not None:
+                return card_response(request, card, ready)
+        return await run_in_workers(card_api, request)
+
+    def card_response(request: Request, card: Card, data: CardData | Response) -> Response:
         if isinstance(data, Response):
             return data
         body = data.to_json()
@@ -388,7 +414,7 @@ def create_dashboard(
     return Starlette(
         routes=[
             Route("/", page),
-            Route("/api/card/{card}", offload(card_api)),
+            Route("/api/card/{card}", card_endpoint),
             Route("/api/overview", offload(overview_api)),
             Route("/api/status", offload(status_api)),
             Route("/export/{card}.csv", offload(csv_export)),
