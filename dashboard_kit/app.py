@@ -421,12 +421,22 @@ def create_dashboard(
             Route("/export/{which}.zip", offload(zip_export)),
             Route("/content/{content_id:path}", offload(item_page)),
             Route("/{section}", page),
-            Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+            Mount("/static", app=CachedStatic(directory=STATIC), name="static"),
         ]
     )
 
 
 PAGE_SIZE = 10
+
+
+class CachedStatic(StaticFiles):
+    """The vendored assets; their URLs carry a content hash, so browsers keep them a year."""
+
+    async def get_response(self, path: str, scope: Any) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200 and b"v=" in scope.get("query_string", b""):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
 
 
 class BuiltCards:

@@ -15,12 +15,19 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import html
+from pathlib import Path
 
 from edgemetrics.dashboard_kit.cards import SECTIONS, section_cards
 from starlette.responses import HTMLResponse
 
 _e = html.escape
+STATIC = Path(__file__).parent / "static"
+# The assets' content hash: their URLs change when they do, so browsers may keep them.
+ASSET_VERSION = hashlib.sha256(
+    b"".join((STATIC / name).read_bytes() for name in ("dashboard.css", "dashboard.js"))
+).hexdigest()[:12]
 
 
 def _nav(section: str, owner: bool) -> str:
@@ -99,8 +106,8 @@ def shell(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <base href="{_e(base)}">
 <title>{_e(name)} · {_e(heading)}</title>
-<link rel="stylesheet" href="static/dashboard.css">
-<script src="static/dashboard.js" defer></script>
+<link rel="stylesheet" href="static/dashboard.css?v={ASSET_VERSION}">
+<script src="static/dashboard.js?v={ASSET_VERSION}" defer></script>
 </head>
 <body data-section="{section}"{item_attr}>
 <a class="skip" href="#main">Skip to the figures</a>
@@ -129,7 +136,7 @@ def error_page(status: int, title: str, message: str, *, base: str) -> HTMLRespo
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <base href="{_e(base)}"><title>{_e(title)}</title>
-<link rel="stylesheet" href="static/dashboard.css"></head>
+<link rel="stylesheet" href="static/dashboard.css?v={ASSET_VERSION}"></head>
 <body><main class="error" id="main"><h1>{_e(title)}</h1><p>{_e(message)}</p>
 <p class="code">HTTP {status}</p><p><a href="./">Back to the overview</a></p></main>
 </body></html>"""

@@ -47,6 +47,11 @@ def check_mounted(base: str, prefix: str, *, bare_prefix: bool = True) -> None:
         # Every relative link resolves under the prefix.
         assert http.get(prefix + "/static/dashboard.js").status_code == 200
         assert http.get(prefix + "/static/dashboard.css").status_code == 200
+        # The shell links assets by content hash, which browsers may keep for a year.
+        asset = re.search(r'src="(static/dashboard\.js\?v=\w+)"', page.text)
+        assert asset is not None
+        cached = http.get(f"{prefix}/{asset.group(1)}")
+        assert "immutable" in cached.headers["cache-control"]
         card = http.get(prefix + "/api/card/kpi_views").json()
         assert card["rows"][0]["value"] == 7
         top = http.get(prefix + "/api/card/top_views?period=today").json()
