@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from edgemetrics.layout import DataPoint, columns, dataset_name
+from edgemetrics.store import DATASETS, EmbeddedStore
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 WINDOW_DAYS = 10
@@ -95,20 +96,37 @@ def points(draw: st.DrawFn, max_size: int = 60) -> list[DataPoint]:
                 authenticated=draw(st.sampled_from([0, 1])),
             )
         if family == "content":
-            f.update(position=num(), watch_time=num(), unique_view=draw(st.sampled_from([0, 1])),
-                     new_visitor=draw(st.sampled_from([0, 1])), new_session=draw(st.sampled_from([0, 1])))
+            f.update(
+                position=num(),
+                watch_time=num(),
+                unique_view=draw(st.sampled_from([0, 1])),
+                new_visitor=draw(st.sampled_from([0, 1])),
+                new_session=draw(st.sampled_from([0, 1])),
+            )
         elif family == "commerce":
             f.update(amount_minor=num(), currency=draw(st.sampled_from(["EUR", "USD"])))
         elif family == "platform":
             f.update(
                 index1=draw(st.sampled_from(ENDPOINTS)),
                 status_code=draw(st.sampled_from([200, 201, 302, 404, 500, 503])),
-                duration_ms=num(), delay_ms=num(), calls=draw(st.sampled_from([1, 1, 3])),
+                duration_ms=num(),
+                delay_ms=num(),
+                calls=draw(st.sampled_from([1, 1, 3])),
                 job_name=draw(st.sampled_from(["encode", "mail", HOSTILE[1]])),
                 authenticated=draw(st.sampled_from([0, 1])),
             )
         else:
-            f.update(source=draw(st.sampled_from(["exporter", "worker"])), events_in=num(),
-                     dropped_buffer_full=num(), sample_rate=draw(st.sampled_from([0.5, 1.0])))
+            f.update(
+                source=draw(st.sampled_from(["exporter", "worker"])),
+                events_in=num(),
+                dropped_buffer_full=num(),
+                sample_rate=draw(st.sampled_from([0.5, 1.0])),
+            )
         out.append(point(family, f, ts, si))
     return out
+
+
+def reset(store: EmbeddedStore) -> None:
+    """Empty every dataset of a store shared by a module's tests."""
+    for table in DATASETS:
+        store.execute(f"DELETE FROM {table}")

@@ -7,11 +7,10 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from conftest import reset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from query_aesim import ChdbBackend, load
-from query_data import COUNTRIES, CONTENT, CREATORS, T0, WINDOW_DAYS, points
+from query_data import CONTENT, COUNTRIES, CREATORS, T0, WINDOW_DAYS, points, reset
 
 from edgemetrics.query import EmbeddedBackend, Engine, Filter, Principal, Query, TimeRange
 from edgemetrics.query.semantic import DIMENSIONS, METRICS
@@ -37,11 +36,19 @@ TZS = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"]
 
 @st.composite
 def queries(draw: st.DrawFn) -> tuple[Query, Principal]:
-    family = draw(st.sampled_from(["content", "commerce", "platform", "pipeline", "commerce+content"]))
-    metrics = draw(st.lists(st.sampled_from(FAMILY_METRICS[family]), min_size=1, max_size=3, unique=True))
+    family = draw(
+        st.sampled_from(["content", "commerce", "platform", "pipeline", "commerce+content"])
+    )
+    metrics = draw(
+        st.lists(st.sampled_from(FAMILY_METRICS[family]), min_size=1, max_size=3, unique=True)
+    )
     families = set(family.split("+"))
-    applicable = [d for d, dim in DIMENSIONS.items() if families <= set(dim.fields) and d in VALUE_POOL]
-    dims = draw(st.lists(st.sampled_from(applicable), max_size=2, unique=True)) if applicable else []
+    applicable = [
+        d for d, dim in DIMENSIONS.items() if families <= set(dim.fields) and d in VALUE_POOL
+    ]
+    dims = (
+        draw(st.lists(st.sampled_from(applicable), max_size=2, unique=True)) if applicable else []
+    )
     for m in metrics:
         for req in METRICS[m].requires:
             if req not in dims:
@@ -53,7 +60,9 @@ def queries(draw: st.DrawFn) -> tuple[Query, Principal]:
         if op in ("eq", "ne"):
             filters.append(Filter(d, op, draw(st.sampled_from(pool))))
         else:
-            filters.append(Filter(d, op, tuple(draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3)))))
+            filters.append(
+                Filter(d, op, tuple(draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))))
+            )
     start = T0 + timedelta(seconds=draw(st.integers(-86400, WINDOW_DAYS * 86400)))
     end = start + timedelta(seconds=draw(st.integers(1, (WINDOW_DAYS + 1) * 86400)))
     bucket = draw(st.sampled_from([None, None, "hour", "day", "week", "month"]))
@@ -101,10 +110,15 @@ def same(ae: Any, duck: Any) -> None:
         assert ra.estimated == rd.estimated
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=points(), qs=st.lists(queries(), min_size=1, max_size=4))
-def test_ae_on_clickhouse_equals_duckdb(shared_store: EmbeddedStore, data: list[Any],
-                                        qs: list[tuple[Query, Principal]]) -> None:
+def test_ae_on_clickhouse_equals_duckdb(
+    shared_store: EmbeddedStore, data: list[Any], qs: list[tuple[Query, Principal]]
+) -> None:
     reset(shared_store)
     shared_store.write(data)
     load(data)

@@ -27,7 +27,8 @@ A runnable example on the embedded store:
 >>> result.rows[0].ci["views"]
 (1.0, 1.0)
 >>> q7 = Query(("views", "unique_views"), bucket="day", tz="Europe/Paris",
-...            filters=(Filter("country", "eq", "FR"),), time_range=TimeRange.preset("7d", tz="Europe/Paris"))
+...            filters=(Filter("country", "eq", "FR"),),
+...            time_range=TimeRange.preset("7d", tz="Europe/Paris"))
 >>> engine.run(q7, Principal.owner()).rows[-1]["views"]
 2.0
 >>> store.close()

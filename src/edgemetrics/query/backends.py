@@ -132,7 +132,9 @@ class CloudflareBackend:
                 payload = response.json()
                 data = payload["data"]
             except (ValueError, KeyError, TypeError) as exc:
-                raise BackendError(f"AE SQL API: unexpected answer {response.text[:200]!r}") from exc
+                raise BackendError(
+                    f"AE SQL API: unexpected answer {response.text[:200]!r}"
+                ) from exc
             return list(data)
         raise BackendUnavailable(f"AE SQL API: failed after {self.retries + 1} attempts ({last})")
 

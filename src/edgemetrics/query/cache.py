@@ -23,7 +23,10 @@ class ResultCache:
     """Thread-safe, bounded (least recently used out first), expiring entries."""
 
     def __init__(
-        self, ttl: float = 30.0, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float = 30.0,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ttl < 0:
             raise ValueError("cache_ttl: must be >= 0 seconds [range]")

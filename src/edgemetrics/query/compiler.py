@@ -14,10 +14,11 @@ components, one per quantile source. The engine merges them by their dimension k
 >>> q = Query(("views",), ("country",), time_range=TimeRange.between(
 ...     datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)))
 >>> part = plan(q, Principal.creator("c1")).parts[0]
->>> print(compile_part(part, "ae", *plan(q, Principal.creator("c1")).bounds()))  # doctest: +NORMALIZE_WHITESPACE
+>>> sql = compile_part(part, "ae", *plan(q, Principal.creator("c1")).bounds())
+>>> print(sql)  # doctest: +NORMALIZE_WHITESPACE
 SELECT blob7 AS d0, count() AS _rows, max(_sample_interval) AS _maxsi,
-  sumIf(_sample_interval, (blob1 = 'view')) AS s0,
-  sumIf(_sample_interval * (_sample_interval - 1), (blob1 = 'view')) AS v0
+  sum(_sample_interval) AS s0,
+  sum(_sample_interval * (_sample_interval - 1)) AS v0
 FROM edgemetrics_content
 WHERE timestamp >= toDateTime(1704067200) AND timestamp < toDateTime(1704153600)
   AND (blob1 = 'view') AND (index1 = 'c1' AND blob4 = 'c1')
@@ -153,7 +154,9 @@ def validate(query: Query, principal: Principal) -> tuple[tuple[Metric, ...], tu
     if principal.role == "creator":
         denied = [m.name for m in metrics if not m.families <= CREATOR_FAMILIES]
         if denied:
-            raise AccessDenied(f"metrics: {', '.join(denied)} are for the platform owner [owner_only]")
+            raise AccessDenied(
+                f"metrics: {', '.join(denied)} are for the platform owner [owner_only]"
+            )
     for name in query.dimensions:
         if name not in DIMENSIONS:
             raise QueryError(f"dimensions: unknown dimension {name!r} [semantic_layer]")
@@ -169,7 +172,8 @@ def validate(query: Query, principal: Principal) -> tuple[tuple[Metric, ...], tu
         missing = [f for f in families if f not in dim.fields]
         if missing:
             raise QueryError(
-                f"filters.{flt.dimension}: does not apply to {', '.join(missing)} metrics [applicable]"
+                f"filters.{flt.dimension}: does not apply to {', '.join(missing)} metrics "
+                "[applicable]"
             )
         for v in flt.values:
             try:
@@ -185,7 +189,9 @@ def validate(query: Query, principal: Principal) -> tuple[tuple[Metric, ...], tu
     for key in query.order_by:
         name = key.removeprefix("-")
         if name not in query.metrics and name not in query.output_dimensions:
-            raise QueryError(f"order_by: {name!r} is not a metric or dimension of the query [member]")
+            raise QueryError(
+                f"order_by: {name!r} is not a metric or dimension of the query [member]"
+            )
     return tuple(metrics), tuple(families)
 
 
@@ -216,7 +222,9 @@ def plan(query: Query, principal: Principal) -> Plan:
                         covs.append(pair)
         out.parts.append(SqlPart(family, keys, components=comp_list, covariances=tuple(covs)))
     for (expr, types), levels in quantiles.items():
-        out.parts.append(SqlPart(expr.family, keys, quantile=QuantileSpec(expr, types, tuple(levels))))
+        out.parts.append(
+            SqlPart(expr.family, keys, quantile=QuantileSpec(expr, types, tuple(levels)))
+        )
     # Push ORDER BY/LIMIT into SQL when a single statement holds every sort key.
     if len(out.parts) == 1 and out.parts[0].quantile is None:
         part = out.parts[0]
@@ -236,8 +244,14 @@ def plan(query: Query, principal: Principal) -> Plan:
                 if (f"d{i}", False) not in order and (f"d{i}", True) not in order:
                     order.append((f"d{i}", False))
             out.parts[0] = SqlPart(
-                part.family, keys, part.components, part.covariances, None, tuple(order),
-                query.limit, query.offset,
+                part.family,
+                keys,
+                part.components,
+                part.covariances,
+                None,
+                tuple(order),
+                query.limit,
+                query.offset,
             )
             out.sort_in_python = False
     return out
@@ -267,9 +281,8 @@ def bucket_sql(bucket: str, tz: str, dialect: str) -> str:
         unit = bucket.upper()
         z = literal(tz, dialect)
         # Week and month starts come back as a Date: make it the local midnight of that date.
-        return (
-            f"toUnixTimestamp(toDateTime(toStartOfInterval(timestamp, INTERVAL '1' {unit}, {z}), {z}))"
-        )
+        start = f"toStartOfInterval(timestamp, INTERVAL '1' {unit}, {z})"
+        return f"toUnixTimestamp(toDateTime({start}, {z}))"
     if tz == "UTC":
         return f"epoch(date_trunc('{bucket}', timestamp))"
     z = literal(tz, dialect)
@@ -288,16 +301,23 @@ def _or(terms: list[str]) -> str:
     return "(" + " OR ".join(terms) + ")"
 
 
+def _member(expr: str, values: list[str], dialect: str) -> str:
+    """``expr`` equal to one of the literals: an OR chain in AE (its documented operators),
+    an IN list in DuckDB (much faster there than the chain)."""
+    if dialect == "ae" or len(values) == 1:
+        return _or([f"{expr} = {v}" for v in values])
+    return f"({expr} IN ({', '.join(values)}))"
+
+
 def _types_sql(family: str, types: tuple[str, ...], dialect: str) -> str:
-    column = col(family, "type")
-    return _or([f"{column} = {literal(t, dialect)}" for t in types])
+    return _member(col(family, "type"), [literal(t, dialect) for t in types], dialect)
 
 
 def filter_sql(flt: Filter, family: str, dialect: str) -> str:
     dim = DIMENSIONS[flt.dimension]
     expr = dimension_sql(dim, family, dialect)
-    terms = [f"{expr} = {literal(parse_filter_value(dim, v), dialect)}" for v in flt.values]
-    cond = _or(terms)
+    values = [literal(parse_filter_value(dim, v), dialect) for v in flt.values]
+    cond = _member(expr, values, dialect)
     return f"NOT {cond}" if flt.op in ("ne", "not_in") else cond
 
 
@@ -324,19 +344,34 @@ def _weighted(expr: str, weight: str) -> str:
     return weight if expr == "1" else f"{expr} * {weight}"
 
 
-def _agg(expr: str, cond: str, dialect: str) -> str:
+def _redundant(c: Component, part: SqlPart) -> bool:
+    return c.min_status_class is None and set(c.types) == set(part.types)
+
+
+def _agg(expr: str, cond: str | None, dialect: str) -> str:
+    if cond is None:
+        return f"sum({expr})"
     if dialect == "ae":
         return f"sumIf({expr}, {cond})"
     return f"sum({expr}) FILTER (WHERE {cond})"
 
 
-def where_sql(part: SqlPart, query: Query, principal: Principal, start: datetime, end: datetime,
-              dialect: str) -> str:
+def where_sql(
+    part: SqlPart,
+    query: Query,
+    principal: Principal,
+    start: datetime,
+    end: datetime,
+    dialect: str,
+    *,
+    by_type: bool = False,
+) -> str:
     conds = [
         f"timestamp >= {_time_sql(start, dialect)}",
         f"timestamp < {_time_sql(end, dialect)}",
-        _types_sql(part.family, part.types, dialect),
     ]
+    if not by_type:
+        conds.append(_types_sql(part.family, part.types, dialect))
     tenancy = principal_sql(principal, part.family, dialect)
     if tenancy:
         conds.append(tenancy)
@@ -355,13 +390,35 @@ def key_columns(part: SqlPart, query: Query, dialect: str) -> list[str]:
     return out
 
 
-def compile_part(part: SqlPart, dialect: str, query: Query, principal: Principal,
-                 start: datetime, end: datetime, *, ci: bool = False) -> str:
-    """The SQL text of one part in ``dialect`` (``ae`` or ``duckdb``) over ``[start, end)``."""
+def compile_part(
+    part: SqlPart,
+    dialect: str,
+    query: Query,
+    principal: Principal,
+    start: datetime,
+    end: datetime,
+    *,
+    ci: bool = False,
+    variances: bool = True,
+    weighted: bool = True,
+) -> str:
+    """The SQL text of one part in ``dialect`` (``ae`` or ``duckdb``) over ``[start, end)``.
+
+    ``variances=False`` leaves out the variance sums: an engine whose rows are rarely
+    sampled (the embedded store) asks for them only when ``_maxsi`` says it must.
+    ``weighted=False`` lets DuckDB count rows instead of summing weights, and compute a
+    quantile with ``quantile_disc``, which picks the same element as
+    ``quantileExactWeighted`` when every weight is 1 (the ``ceil(n * q)``-th smallest): both
+    are right while every row stands for one event, and the engine asks again, weighted,
+    when ``_maxsi`` shows a sampled row.
+    ``ci=True`` asks a quantile part for the levels around each quantile.
+    """
     if dialect not in DIALECTS:
         raise QueryError(f"dialect: {dialect!r} is not one of {DIALECTS} [enum]")
     if part.quantile is not None:
-        return _compile_quantile(part, dialect, query, principal, start, end, ci)
+        return _compile_quantile(part, dialect, query, principal, start, end, ci, weighted)
+    if by_type(part, dialect):
+        return _compile_by_type(part, query, principal, start, end, variances, weighted)
     weight = "_sample_interval" if dialect == "ae" else "CAST(_sample_interval AS DOUBLE)"
     var_weight = f"{weight} * ({weight} - 1)"
     keys = key_columns(part, query, dialect)
@@ -369,11 +426,19 @@ def compile_part(part: SqlPart, dialect: str, query: Query, principal: Principal
     select = [*keys, f"{count} AS _rows", "max(_sample_interval) AS _maxsi"]
     for i, c in enumerate(part.components):
         e = c.expr.sql()
-        cond = _component_cond(c, dialect)
-        select.append(f"{_agg(_weighted(e, weight), cond, dialect)} AS s{i}")
-        square = "1" if e == "1" else f"{e} * {e}"
-        select.append(f"{_agg(_weighted(square, var_weight), cond, dialect)} AS v{i}")
-    for k, (a, b) in enumerate(part.covariances):
+        # The WHERE clause already keeps only the part's types: one type set needs no filter.
+        cond = None if _redundant(c, part) else _component_cond(c, dialect)
+        if dialect == "duckdb" and not weighted:
+            # Unweighted: equal to the weighted sum while every row stands for one event,
+            # which _maxsi tells the engine (it asks again, weighted, otherwise).
+            total = f"count(*) FILTER (WHERE {cond})" if cond else "count(*)"
+            select.append(f"{total if e == '1' else _agg(e, cond, dialect)} AS s{i}")
+        else:
+            select.append(f"{_agg(_weighted(e, weight), cond, dialect)} AS s{i}")
+        if variances:
+            square = "1" if e == "1" else f"{e} * {e}"
+            select.append(f"{_agg(_weighted(square, var_weight), cond, dialect)} AS v{i}")
+    for k, (a, b) in enumerate(part.covariances if variances else ()):
         ca, cb = part.components[a], part.components[b]
         ea, eb = ca.expr.sql(), cb.expr.sql()
         product = "1" if ea == eb == "1" else " * ".join(x for x in (ea, eb) if x != "1")
@@ -397,8 +462,72 @@ def compile_part(part: SqlPart, dialect: str, query: Query, principal: Principal
     return sql
 
 
-def _compile_quantile(part: SqlPart, dialect: str, query: Query, principal: Principal,
-                      start: datetime, end: datetime, ci: bool) -> str:
+def by_type(part: SqlPart, dialect: str) -> bool:
+    """DuckDB answers a part without dimensions whose sums read several event types by
+    grouping on the type (and status class) and adding up in Python: a handful of groups
+    and no per-sum filters, several times faster than ``FILTER`` clauses and a type list."""
+    return (
+        dialect == "duckdb"
+        and not part.keys
+        and part.quantile is None
+        and len({(c.types, c.min_status_class) for c in part.components}) > 1
+    )
+
+
+def by_type_exprs(part: SqlPart) -> tuple[Expr, ...]:
+    seen: dict[Expr, None] = {}
+    for c in part.components:
+        seen[c.expr] = None
+    return tuple(seen)
+
+
+def _compile_by_type(
+    part: SqlPart,
+    query: Query,
+    principal: Principal,
+    start: datetime,
+    end: datetime,
+    variances: bool,
+    weighted: bool,
+) -> str:
+    weight = "CAST(_sample_interval AS DOUBLE)"
+    var_weight = f"{weight} * ({weight} - 1)"
+    keys = [f"{col(part.family, 'type')} AS _type"]
+    if any(c.min_status_class is not None for c in part.components):
+        keys.append(
+            f"{dimension_sql(DIMENSIONS['status_class'], part.family, 'duckdb')} AS _status"
+        )
+    select = [*keys, "count(*) AS _rows", "max(_sample_interval) AS _maxsi"]
+    exprs = by_type_exprs(part)
+    for i, e in enumerate(exprs):
+        x = e.sql()
+        if weighted:
+            select.append(f"sum({_weighted(x, weight)}) AS e{i}")
+        else:
+            select.append(f"{'count(*)' if x == '1' else f'sum({x})'} AS e{i}")
+        if variances:
+            square = "1" if x == "1" else f"{x} * {x}"
+            select.append(f"sum({_weighted(square, var_weight)}) AS ev{i}")
+    if variances:
+        for k, (a, b) in enumerate(part.covariances):
+            ea, eb = part.components[a].expr.sql(), part.components[b].expr.sql()
+            product = " * ".join(x for x in (ea, eb) if x != "1") or "1"
+            select.append(f"sum({_weighted(product, var_weight)}) AS ec{k}")
+    where = where_sql(part, query, principal, start, end, "duckdb", by_type=True)
+    names = ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
+    return f"SELECT {', '.join(select)} FROM {TABLES[part.family]} WHERE {where} GROUP BY {names}"
+
+
+def _compile_quantile(
+    part: SqlPart,
+    dialect: str,
+    query: Query,
+    principal: Principal,
+    start: datetime,
+    end: datetime,
+    ci: bool,
+    weighted: bool = True,
+) -> str:
     spec = part.quantile
     assert spec is not None
     levels = part.ci_levels() if ci else spec.levels
@@ -415,6 +544,16 @@ def _compile_quantile(part: SqlPart, dialect: str, query: Query, principal: Prin
         ]
         sql = f"SELECT {', '.join(select)} FROM {table} WHERE {where}"
         return sql + (f" GROUP BY {group}" if group else "")
+    if not weighted:
+        listed = ", ".join(repr(q) for q in levels)
+        inner = (
+            f"SELECT {', '.join(keys)}{', ' if keys else ''}count(*) AS _rows, "
+            f"max(_sample_interval) AS _maxsi, quantile_disc({value}, [{listed}]) AS _ql "
+            f"FROM {table} WHERE {where}" + (f" GROUP BY {group}" if group else "")
+        )
+        picks = ", ".join(f"_ql[{i + 1}] AS q{i}" for i in range(len(levels)))
+        outer_keys = "".join(f"d{i}, " for i in range(len(part.keys)))
+        return f"SELECT {outer_keys}_rows, _maxsi, {picks} FROM ({inner})"
     # DuckDB: the same rule as ClickHouse's quantileExactWeighted. Sort the distinct values,
     # accumulate their weights, and take the first value whose running weight reaches
     # ceil(total * level).

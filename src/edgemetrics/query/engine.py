@@ -82,15 +82,35 @@ class Engine:
             if first < last:
                 sources.append("rollup")
                 for i, part in enumerate(the_plan.parts):
-                    text = compile_rollup_part(part, self.rollups.dialect, query, principal, first, last)
+                    text = compile_rollup_part(
+                        part, self.rollups.dialect, query, principal, first, last
+                    )
                     sql.append(text)
                     merger.add(part, i, self.rollups.run(text))
         if raw_start < rng.end:
             sources.append("raw")
+            # AE answers are often sampled: ask for the variance sums at once. The embedded
+            # store rarely is: ask again with them only when a row stood for several events.
+            eager = self.backend.dialect == "ae"
             for i, part in enumerate(the_plan.parts):
-                text = compile_part(part, self.backend.dialect, query, principal, raw_start, rng.end)
+                text = compile_part(
+                    part,
+                    self.backend.dialect,
+                    query,
+                    principal,
+                    raw_start,
+                    rng.end,
+                    variances=eager,
+                    weighted=eager,
+                )
+                rows = self.backend.run(text)
+                if not eager and any(int(float(r.get("_maxsi") or 1)) > 1 for r in rows):
+                    text = compile_part(
+                        part, self.backend.dialect, query, principal, raw_start, rng.end
+                    )
+                    rows = self.backend.run(text)
                 sql.append(text)
-                merger.add(part, i, self.backend.run(text))
+                merger.add(part, i, rows)
             for i in sorted(merger.sampled_quantile_parts()):
                 part = the_plan.parts[i]
                 text = compile_part(

@@ -61,7 +61,9 @@ class Principal:
     def __post_init__(self) -> None:
         if self.role == "creator":
             if not isinstance(self.creator_id, str) or not self.creator_id.strip():
-                raise QueryError("principal.creator_id: a creator principal needs its id [required]")
+                raise QueryError(
+                    "principal.creator_id: a creator principal needs its id [required]"
+                )
         elif self.role == "owner":
             if self.creator_id is not None:
                 raise QueryError("principal.creator_id: an owner has no creator id [forbidden]")
@@ -187,10 +189,14 @@ class Filter:
 
     def __post_init__(self) -> None:
         if self.op not in FILTER_OPS:
-            raise QueryError(f"filters.{self.dimension}.op: {self.op!r} is not one of {FILTER_OPS} [enum]")
+            raise QueryError(
+                f"filters.{self.dimension}.op: {self.op!r} is not one of {FILTER_OPS} [enum]"
+            )
         if self.op in ("eq", "ne"):
             if not isinstance(self.value, str):
-                raise QueryError(f"filters.{self.dimension}.value: {self.op} takes one string [type]")
+                raise QueryError(
+                    f"filters.{self.dimension}.value: {self.op} takes one string [type]"
+                )
         else:
             if isinstance(self.value, str) or not isinstance(self.value, tuple | list):
                 raise QueryError(f"filters.{self.dimension}.value: {self.op} takes a list [type]")
@@ -199,7 +205,8 @@ class Filter:
                 raise QueryError(f"filters.{self.dimension}.value: empty list [min_items]")
             if len(self.value) > MAX_FILTER_VALUES:
                 raise QueryError(
-                    f"filters.{self.dimension}.value: more than {MAX_FILTER_VALUES} values [max_items]"
+                    f"filters.{self.dimension}.value: more than {MAX_FILTER_VALUES} values "
+                    "[max_items]"
                 )
         for v in self.values:
             if not isinstance(v, str):

@@ -112,20 +112,56 @@ class Merger:
         self.tz = zone(plan.query.tz)
 
     def _key(self, part: SqlPart, row: dict[str, Any]) -> Key:
-        out = []
+        out: list[Any] = []
         for i, name in enumerate(part.keys):
             raw = row[f"d{i}"]
             if name == "bucket":
                 if isinstance(raw, date) and not isinstance(raw, datetime):
                     # A rollup day: its local midnight in the query's zone.
-                    out.append(int(datetime(raw.year, raw.month, raw.day, tzinfo=self.tz).timestamp()))
+                    out.append(
+                        int(datetime(raw.year, raw.month, raw.day, tzinfo=self.tz).timestamp())
+                    )
                 else:
                     out.append(int(float(raw)))
             else:
                 out.append(label(DIMENSIONS[name], raw))
         return tuple(out)
 
-    def add(self, part: SqlPart, part_index: int, rows: list[dict[str, Any]], *, ci: bool = False) -> None:
+    def _add_by_type(self, part: SqlPart, rows: list[dict[str, Any]]) -> None:
+        """Rows grouped by event type (and status class): each adds to the sums it belongs to."""
+        from edgemetrics.query.compiler import by_type_exprs
+
+        acc = self.groups.setdefault((), _Acc())
+        exprs = by_type_exprs(part)
+        types = set(part.types)
+
+        def member(c: Component, row: dict[str, Any]) -> bool:
+            if row["_type"] not in c.types:
+                return False
+            return c.min_status_class is None or _num(row.get("_status")) >= c.min_status_class
+
+        for row in rows:
+            if row["_type"] not in types:
+                continue
+            acc.rows[part.family] = acc.rows.get(part.family, 0) + int(_num(row["_rows"]))
+            acc.maxsi = max(acc.maxsi, int(_num(row.get("_maxsi"))))
+            for c in part.components:
+                if member(c, row):
+                    i = exprs.index(c.expr)
+                    acc.sums[c] = acc.sums.get(c, 0.0) + _num(row.get(f"e{i}"))
+                    acc.variances[c] = acc.variances.get(c, 0.0) + _num(row.get(f"ev{i}"))
+            for k, (a, b) in enumerate(part.covariances):
+                ca, cb = part.components[a], part.components[b]
+                if member(ca, row) and member(cb, row):
+                    pair = (ca, cb)
+                    acc.covariances[pair] = acc.covariances.get(pair, 0.0) + _num(row.get(f"ec{k}"))
+
+    def add(
+        self, part: SqlPart, part_index: int, rows: list[dict[str, Any]], *, ci: bool = False
+    ) -> None:
+        if rows and "_type" in rows[0]:
+            self._add_by_type(part, rows)
+            return
         for row in rows:
             rows_n = int(_num(row.get("_rows")))
             if rows_n == 0 and part.keys:
@@ -140,7 +176,9 @@ class Merger:
             before = acc.rows.get(part.family, 0)
             # Sum parts of one family (raw, rollup) hold disjoint rows; a quantile part
             # reads rows a sum part of its family already counted.
-            acc.rows[part.family] = before + rows_n if part.quantile is None else max(before, rows_n)
+            acc.rows[part.family] = (
+                before + rows_n if part.quantile is None else max(before, rows_n)
+            )
             if rows_n:
                 acc.maxsi = max(acc.maxsi, int(_num(row.get("_maxsi"))))
             for i, c in enumerate(part.components):
@@ -153,17 +191,21 @@ class Merger:
                 acc.quantile_rows[part_index] = rows_n
                 for i, q in enumerate(part.quantile.levels):
                     v = row.get(f"q{i}")
-                    acc.quantiles[(part_index, q)] = None if (v is None or rows_n == 0) else float(v)
+                    acc.quantiles[(part_index, q)] = (
+                        None if (v is None or rows_n == 0) else float(v)
+                    )
 
     def sampled_quantile_parts(self) -> set[int]:
         """Parts whose quantiles rest on sampled rows: they need a second, CI pass."""
-        out = set()
+        out: set[int] = set()
         for acc in self.groups.values():
             if acc.maxsi > 1:
                 out.update(i for i, _ in acc.quantiles)
         return out
 
-    def result(self, sql: tuple[str, ...], sources: tuple[str, ...], computed_at: datetime) -> Result:
+    def result(
+        self, sql: tuple[str, ...], sources: tuple[str, ...], computed_at: datetime
+    ) -> Result:
         query = self.plan.query
         keys = query.output_dimensions
         if not keys and not self.groups:
@@ -197,7 +239,9 @@ class Merger:
         c = METRICS[name].sum_components()[0]
         return acc.sums.get(c, 0.0), acc.variances.get(c, 0.0), c
 
-    def _metric(self, name: str, acc: _Acc, estimated: bool) -> tuple[float | None, tuple[float, float] | None]:
+    def _metric(
+        self, name: str, acc: _Acc, estimated: bool
+    ) -> tuple[float | None, tuple[float, float] | None]:
         m = METRICS[name]
         if m.kind == "sum":
             s, v, _ = self._sum(name, acc)
@@ -219,8 +263,10 @@ class Merger:
             return r, (max(0.0, r - half), r + half)
         # quantile
         part_index = next(
-            i for i, p in enumerate(self.plan.parts)
-            if p.quantile is not None and p.quantile.expr == m.quantile_of
+            i
+            for i, p in enumerate(self.plan.parts)
+            if p.quantile is not None
+            and p.quantile.expr == m.quantile_of
             and p.quantile.types == m.quantile_types
         )
         value = acc.quantiles.get((part_index, m.level))

@@ -69,7 +69,9 @@ def _cov_name(a: Expr, b: Expr) -> str:
 def rollup_columns(family: str) -> list[tuple[str, str]]:
     """(column, type) of a family's rollup table; types are portable SQL."""
     cols = [("day", "DATE"), ("type", "TEXT"), ("tenant", "TEXT")]
-    cols += [(d.name, "DOUBLE PRECISION" if _numeric(d) else "TEXT") for d in dimensions_for(family)]
+    cols += [
+        (d.name, "DOUBLE PRECISION" if _numeric(d) else "TEXT") for d in dimensions_for(family)
+    ]
     cols += [("n_rows", "BIGINT"), ("max_si", "BIGINT")]
     for e in EXPRS[family].values():
         cols += [(f"s_{e.name}", "DOUBLE PRECISION"), (f"q_{e.name}", "DOUBLE PRECISION")]
@@ -77,15 +79,22 @@ def rollup_columns(family: str) -> list[tuple[str, str]]:
     return cols
 
 
-def source_sql(family: str, day: date, dialect: str) -> str:
-    """The SQL that sums one UTC day of a family's raw rows, in the source's dialect."""
+def source_sql(family: str, first: date, end: date, dialect: str) -> str:
+    """The SQL that sums the UTC days ``[first, end)`` of a family's raw rows, per day, in the
+    source's dialect (``ae`` or ``duckdb``)."""
     from edgemetrics.query.compiler import _time_sql, dimension_sql
 
     weight = "_sample_interval" if dialect == "ae" else "CAST(_sample_interval AS DOUBLE)"
     var_weight = f"{weight} * ({weight} - 1)"
-    start = datetime.combine(day, time(), UTC)
+    start = datetime.combine(first, time(), UTC)
+    stop = datetime.combine(end, time(), UTC)
     tenant = "index1" if family in CREATOR_FAMILIES else "''"
-    keys = [f"{col(family, 'type')} AS type", f"{tenant} AS tenant"]
+    day = (
+        "toUnixTimestamp(toStartOfInterval(timestamp, INTERVAL '1' DAY, 'UTC'))"
+        if dialect == "ae"
+        else "epoch(date_trunc('day', timestamp))"
+    )
+    keys = [f"{day} AS day", f"{col(family, 'type')} AS type", f"{tenant} AS tenant"]
     keys += [f"{dimension_sql(d, family, dialect)} AS {d.name}" for d in dimensions_for(family)]
     count = "count()" if dialect == "ae" else "count(*)"
     aggs = [f"{count} AS n_rows", "max(_sample_interval) AS max_si"]
@@ -95,12 +104,13 @@ def source_sql(family: str, day: date, dialect: str) -> str:
         aggs.append(f"sum({var_weight if x == '1' else f'{x} * {x} * {var_weight}'}) AS q_{e.name}")
     for a, b in covariance_pairs()[family]:
         product = " * ".join(x for x in (a.sql(), b.sql()) if x != "1") or "1"
-        aggs.append(f"sum({var_weight if product == '1' else f'{product} * {var_weight}'}) AS {_cov_name(a, b)}")
-    group = ", ".join(["type", "tenant", *[d.name for d in dimensions_for(family)]])
+        term = var_weight if product == "1" else f"{product} * {var_weight}"
+        aggs.append(f"sum({term}) AS {_cov_name(a, b)}")
+    group = ", ".join(["day", "type", "tenant", *[d.name for d in dimensions_for(family)]])
     return (
         f"SELECT {', '.join(keys + aggs)} FROM {TABLES[family]} "
         f"WHERE timestamp >= {_time_sql(start, dialect)} "
-        f"AND timestamp < {_time_sql(start + timedelta(days=1), dialect)} GROUP BY {group}"
+        f"AND timestamp < {_time_sql(stop, dialect)} GROUP BY {group}"
     )
 
 
@@ -184,9 +194,11 @@ class DuckDBRollups:
         return [dict(zip(names, r, strict=True)) for r in result.fetchall()]
 
     def built_days(self, family: str) -> set[date]:
-        rows = self._cursor().execute(
-            f"SELECT day FROM {STATE_TABLE} WHERE family = ?", [family]
-        ).fetchall()
+        rows = (
+            self._cursor()
+            .execute(f"SELECT day FROM {STATE_TABLE} WHERE family = ?", [family])
+            .fetchall()
+        )
         return {r[0] for r in rows}
 
     def replace_day(self, family: str, day: date, rows: list[dict[str, Any]]) -> None:
@@ -203,11 +215,17 @@ class DuckDBRollups:
                         f"VALUES ({', '.join('?' for _ in names)})",
                         values,
                     )
-                cur.execute(f"DELETE FROM {STATE_TABLE} WHERE family = ? AND day = ?", [family, day])
+                cur.execute(
+                    f"DELETE FROM {STATE_TABLE} WHERE family = ? AND day = ?", [family, day]
+                )
                 cur.execute(
                     f"INSERT INTO {STATE_TABLE} VALUES (?, ?, ?, ?)",
-                    [family, day, sum(int(v[names.index("n_rows")]) for v in values),
-                     datetime.now(UTC).replace(tzinfo=None)],
+                    [
+                        family,
+                        day,
+                        sum(int(v[names.index("n_rows")]) for v in values),
+                        datetime.now(UTC).replace(tzinfo=None),
+                    ],
                 )
                 cur.execute("COMMIT")
             except BaseException:
@@ -219,7 +237,9 @@ class DuckDBRollups:
         with self._lock:
             cur = self._cursor()
             for family in FAMILIES:
-                n = cur.execute(f"DELETE FROM {rollup_table(family)} WHERE day < ?", [day]).fetchall()
+                n = cur.execute(
+                    f"DELETE FROM {rollup_table(family)} WHERE day < ?", [day]
+                ).fetchall()
                 deleted += int(n[0][0]) if n else 0
             cur.execute(f"DELETE FROM {STATE_TABLE} WHERE day < ?", [day]).fetchall()
         return deleted
@@ -262,7 +282,9 @@ class PostgresRollups:
 
     def built_days(self, family: str) -> set[date]:
         with self._connect() as conn:
-            rows = conn.execute(f"SELECT day FROM {STATE_TABLE} WHERE family = %s", [family]).fetchall()
+            rows = conn.execute(
+                f"SELECT day FROM {STATE_TABLE} WHERE family = %s", [family]
+            ).fetchall()
         return {r[0] for r in rows}
 
     def replace_day(self, family: str, day: date, rows: list[dict[str, Any]]) -> None:
@@ -323,6 +345,7 @@ def build(
     families: tuple[str, ...] = FAMILIES,
     rebuild: bool = False,
     now: datetime | None = None,
+    chunk_days: int = 31,
 ) -> BuildReport:
     """Build every missing day of ``families`` from ``since`` (default: the first raw day) up
     to ``until`` (default: yesterday, UTC; today is not complete yet).
@@ -338,17 +361,34 @@ def build(
         if first is None:
             continue
         done = set() if rebuild else rollups.built_days(family)
+        missing = []
         day = first
         while day <= last:
             if day in done:
                 report.days_skipped += 1
             else:
-                rows = backend.run(source_sql(family, day, backend.dialect))
-                rollups.replace_day(family, day, rows)
-                report.days_built += 1
-                report.rows_written += len(rows)
-                report.built.append((family, day))
+                missing.append(day)
             day += timedelta(days=1)
+        # One source query per run of consecutive missing days (at most a month), then
+        # one transaction per day.
+        runs: list[list[date]] = []
+        for d in missing:
+            if runs and d - runs[-1][-1] == timedelta(days=1) and len(runs[-1]) < chunk_days:
+                runs[-1].append(d)
+            else:
+                runs.append([d])
+        for run in runs:
+            rows = backend.run(
+                source_sql(family, run[0], run[-1] + timedelta(days=1), backend.dialect)
+            )
+            by_day: dict[date, list[dict[str, Any]]] = {d: [] for d in run}
+            for row in rows:
+                by_day[datetime.fromtimestamp(int(float(row["day"])), UTC).date()].append(row)
+            for d in run:
+                rollups.replace_day(family, d, by_day[d])
+                report.days_built += 1
+                report.rows_written += len(by_day[d])
+                report.built.append((family, d))
     return report
 
 
@@ -356,11 +396,14 @@ def build(
 
 
 def _dim_sql(name: str) -> str:
+    # Rollup tables name their dimension columns after the semantic layer's dimensions.
+    assert name in DIMENSIONS
     return name
 
 
-def compile_rollup_part(part: SqlPart, dialect: str, query: Query, principal: Principal,
-                        first: date, end: date) -> str:
+def compile_rollup_part(
+    part: SqlPart, dialect: str, query: Query, principal: Principal, first: date, end: date
+) -> str:
     """The rollup counterpart of a sum part over the UTC days ``[first, end)``."""
     if part.quantile is not None:
         raise QueryError(
@@ -368,9 +411,13 @@ def compile_rollup_part(part: SqlPart, dialect: str, query: Query, principal: Pr
             "pick a range within the last 90 days [raw_only]"
         )
     if query.bucket == "hour":
-        raise QueryError("bucket: rollups are daily; hourly buckets need a range within 90 days [daily]")
+        raise QueryError(
+            "bucket: rollups are daily; hourly buckets need a range within 90 days [daily]"
+        )
     family = part.family
-    lit = lambda v: literal(v, dialect)  # noqa: E731
+
+    def lit(v: str | int) -> str:
+        return literal(v, dialect)
 
     def types_cond(types: tuple[str, ...]) -> str:
         return "(" + " OR ".join(f"type = {lit(t)}" for t in types) + ")"
@@ -385,7 +432,9 @@ def compile_rollup_part(part: SqlPart, dialect: str, query: Query, principal: Pr
     for i, name in enumerate(part.keys):
         if name == "bucket":
             assert query.bucket is not None
-            keys.append(f"CAST(date_trunc('{query.bucket}', CAST(day AS TIMESTAMP)) AS DATE) AS d{i}")
+            keys.append(
+                f"CAST(date_trunc('{query.bucket}', CAST(day AS TIMESTAMP)) AS DATE) AS d{i}"
+            )
         else:
             keys.append(f"{_dim_sql(name)} AS d{i}")
     select = [*keys, "sum(n_rows) AS _rows", "max(max_si) AS _maxsi"]
@@ -395,13 +444,14 @@ def compile_rollup_part(part: SqlPart, dialect: str, query: Query, principal: Pr
     for k, (a, b) in enumerate(part.covariances):
         ca, cb = part.components[a], part.components[b]
         select.append(
-            f"sum({_cov_name(ca.expr, cb.expr)}) FILTER (WHERE {comp_cond(ca)} AND {comp_cond(cb)}) AS c{k}"
+            f"sum({_cov_name(ca.expr, cb.expr)}) "
+            f"FILTER (WHERE {comp_cond(ca)} AND {comp_cond(cb)}) AS c{k}"
         )
-    conds = [f"day >= {lit(first.isoformat())}", f"day < {lit(end.isoformat())}", types_cond(part.types)]
-    if dialect == "duckdb":
-        conds[:2] = [f"day >= DATE {lit(first.isoformat())}", f"day < DATE {lit(end.isoformat())}"]
-    else:
-        conds[:2] = [f"day >= DATE {lit(first.isoformat())}", f"day < DATE {lit(end.isoformat())}"]
+    conds = [
+        f"day >= DATE {lit(first.isoformat())}",
+        f"day < DATE {lit(end.isoformat())}",
+        types_cond(part.types),
+    ]
     if principal.role == "creator":
         assert principal.creator_id is not None
         v = lit(principal.creator_id)
@@ -436,7 +486,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     >>> args.since, args.func is _main
     (datetime.date(2024, 1, 1), True)
     """
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "rollup",
         help="build missing daily rollups (idempotent, resumable)",
         description="Sum raw data points into daily rollups, day by day; days already built are "

@@ -112,10 +112,15 @@ def parse_filter_value(dim: Dimension, value: str) -> str | int:
         for number, label in BOOL_LABELS.items():
             if value == label:
                 return number
-        raise ValueError(f"filters.{dim.name}.value: {value!r} is not one of {sorted(BOOL_LABELS.values())} [enum]")
+        raise ValueError(
+            f"filters.{dim.name}.value: {value!r} is not one of "
+            f"{sorted(BOOL_LABELS.values())} [enum]"
+        )
     if dim.kind == "status_class":
         if value not in STATUS_CLASSES:
-            raise ValueError(f"filters.{dim.name}.value: {value!r} is not one of {sorted(STATUS_CLASSES)} [enum]")
+            raise ValueError(
+                f"filters.{dim.name}.value: {value!r} is not one of {sorted(STATUS_CLASSES)} [enum]"
+            )
         return STATUS_CLASSES[value]
     return value
 
@@ -255,8 +260,16 @@ QUANTILE_EXPRS: dict[str, Expr] = {
 }
 
 
-def _sum(name: str, family: str, expr: str, types: tuple[str, ...], description: str,
-         *, min_status_class: int | None = None, requires: tuple[str, ...] = ()) -> Metric:
+def _sum(
+    name: str,
+    family: str,
+    expr: str,
+    types: tuple[str, ...],
+    description: str,
+    *,
+    min_status_class: int | None = None,
+    requires: tuple[str, ...] = (),
+) -> Metric:
     return Metric(
         name,
         "sum",
@@ -270,9 +283,15 @@ def _ratio(name: str, num: str, den: str, description: str) -> Metric:
     return Metric(name, "ratio", description, parts=(num, den))
 
 
-def _quantile(name: str, expr: str, types: tuple[str, ...], level: float, description: str) -> Metric:
+def _quantile(
+    name: str, expr: str, types: tuple[str, ...], level: float, description: str
+) -> Metric:
     return Metric(
-        name, "quantile", description, level=level, quantile_of=QUANTILE_EXPRS[expr],
+        name,
+        "quantile",
+        description,
+        level=level,
+        quantile_of=QUANTILE_EXPRS[expr],
         quantile_types=types,
     )
 
@@ -290,25 +309,50 @@ _METRIC_LIST: list[Metric] = [
     _ratio("avg_watch_time", "watch_time", "views", "seconds watched per view"),
     _sum("abandons", "content", "one", ("abandon",), "playbacks abandoned"),
     _sum("abandon_position_total", "content", "position", ("abandon",), "sum of abandon positions"),
-    _ratio("avg_abandon_position", "abandon_position_total", "abandons", "mean abandon position, s"),
+    _ratio(
+        "avg_abandon_position", "abandon_position_total", "abandons", "mean abandon position, s"
+    ),
     _quantile("abandon_position_p25", "position", ("abandon",), 0.25, "abandon position, 25th pct"),
     _quantile("abandon_position_p50", "position", ("abandon",), 0.5, "abandon position, median"),
     _quantile("abandon_position_p75", "position", ("abandon",), 0.75, "abandon position, 75th pct"),
     _quantile("abandon_position_p90", "position", ("abandon",), 0.9, "abandon position, 90th pct"),
     # commerce: amounts in minor units, always split by currency
     _sum("purchases", "commerce", "one", ("purchase",), "purchases"),
-    _sum("revenue", "commerce", "amount", ("purchase",), "gross revenue, minor units",
-         requires=("currency",)),
+    _sum(
+        "revenue",
+        "commerce",
+        "amount",
+        ("purchase",),
+        "gross revenue, minor units",
+        requires=("currency",),
+    ),
     _sum("refund_count", "commerce", "one", ("refund",), "refunds"),
-    _sum("refunds", "commerce", "amount", ("refund",), "refunded, minor units",
-         requires=("currency",)),
-    Metric("net_revenue", "difference", "revenue less refunds, minor units",
-           parts=("revenue", "refunds"), requires=("currency",)),
+    _sum(
+        "refunds",
+        "commerce",
+        "amount",
+        ("refund",),
+        "refunded, minor units",
+        requires=("currency",),
+    ),
+    Metric(
+        "net_revenue",
+        "difference",
+        "revenue less refunds, minor units",
+        parts=("revenue", "refunds"),
+        requires=("currency",),
+    ),
     _ratio("conversion_rate", "purchases", "views", "purchases per view"),
     # platform (owner only)
     _sum("api_calls", "platform", "calls", ("api_call",), "API requests"),
-    _sum("api_errors", "platform", "calls", ("api_call",), "API requests answered 5xx",
-         min_status_class=5),
+    _sum(
+        "api_errors",
+        "platform",
+        "calls",
+        ("api_call",),
+        "API requests answered 5xx",
+        min_status_class=5,
+    ),
     _ratio("error_rate", "api_errors", "api_calls", "share of requests answered 5xx"),
     _sum("response_time_total", "platform", "duration", ("api_call",), "sum of response times"),
     _sum("api_rows", "platform", "one", ("api_call",), "API call data points"),
