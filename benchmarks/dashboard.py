@@ -67,7 +67,7 @@ GOAL_P95_MS = 500.0
 # --- the server (a child process that owns the store) ------------------------------------------
 
 
-def serve(store_path: Path, port: int) -> None:
+def serve(store_path: Path, port: int, cache_ttl: float) -> None:
     import uvicorn
     from edgemetrics.dashboard_kit import create_dashboard
     from starlette.applications import Starlette
@@ -85,7 +85,11 @@ def serve(store_path: Path, port: int) -> None:
             return Principal.creator(value[8:])
         return Principal.owner()
 
-    app = Starlette(routes=[Mount("/analytics", app=create_dashboard(store, authenticate=who))])
+    app = Starlette(
+        routes=[
+            Mount("/analytics", app=create_dashboard(store, authenticate=who, cache_ttl=cache_ttl))
+        ]
+    )
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -104,10 +108,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(store_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(store_path: Path, cache_ttl: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(store_path), "--port", str(port)],
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(store_path),
+            "--port",
+            str(port),
+            "--cache-ttl",
+            str(cache_ttl),
+        ],
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
@@ -413,19 +426,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=100,
         help="distinct creators among the users (each its own scope and cache entries)",
     )
+    parser.add_argument(
+        "--cache-ttl",
+        type=float,
+        default=30.0,
+        help="the dashboard's cache_ttl (its default: 30 s)",
+    )
     parser.add_argument("--skip-browser", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.cache_ttl)
         return 0
 
     store_path, creators = build_store(args.events, args.data_dir)
     print(f"machine: {os.cpu_count()} cores; server: uvicorn (uvloop, httptools), one process")
     if not args.skip_browser:
-        proc, base = start_server(store_path)
+        proc, base = start_server(store_path, args.cache_ttl)
         try:
             figures = browser_figures(base)
         finally:
@@ -444,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{GOAL_PAGE_MS / t['filled']:>13.2f}{AIM_PAGE_MS / t['filled']:>12.2f}"
             )
     if not args.skip_load:
-        proc, base = start_server(store_path)
+        proc, base = start_server(store_path, args.cache_ttl)
         try:
             pool = creators[: args.creators]
             result = asyncio.run(load_test(base, args.users, args.duration, args.warmup, pool))
@@ -454,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nload: {args.users:,} concurrent dashboard users on loopback for "
             f"{args.duration:.0f} s ({args.events:,} events; 90% creators from "
             f"{len(pool)} distinct creators, 10% owner; 5-15 s reading between pages; "
-            f"request timeout {REQUEST_TIMEOUT:.0f} s)"
+            f"request timeout {REQUEST_TIMEOUT:.0f} s; cache_ttl {args.cache_ttl:.0f} s)"
         )
         print(f"errors {result['errors']} (timeouts {result['timeouts']})")
         for name, label in (("all", "whole run"), ("steady", f"after {args.warmup:.0f} s")):
