@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from edgemetrics.query import Filter, TimeRange
@@ -117,10 +117,6 @@ class ViewFilters:
             if value is not None and param in include:
                 out.append(Filter(dimension, "eq", value))
         return tuple(out)
-
-    def without_audience(self) -> ViewFilters:
-        """The same period with no audience filter (platform health has no audience)."""
-        return replace(self, content_type=None, country=None, device=None, authenticated=None)
 
     def params(self) -> dict[str, str]:
         """Back to URL parameters (defaults left out)."""

@@ -10,7 +10,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from edgemetrics.client import Client
 from edgemetrics.events import (
@@ -237,7 +236,3 @@ def generate(store: EmbeddedStore, *, sessions: int = 1200, seed: int = 11) -> D
     assert client.flush(30), "the exporter did not ship the dataset"
     client.close()
     return data
-
-
-def open_store(path: Path) -> EmbeddedStore:
-    return EmbeddedStore(path)
