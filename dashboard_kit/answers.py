@@ -7,9 +7,11 @@ engine this keeps, per (principal scope, query):
   instead of starting their own (no thundering herd at start or when an answer expires);
 * **no more runs at once than ``max_concurrent``** (default: the CPU count), so a burst
   of distinct questions queues instead of thrashing the backend;
-* **fresh for ``ttl`` seconds**, then **stale while revalidating** for another ``ttl``: the
-  old answer is served at once while one background thread computes the new one, so a
-  viewer waits for the backend only when nobody asked that question in the last two TTLs.
+* **fresh for ``ttl`` seconds**, then **stale while revalidating** up to ``max_stale``
+  seconds old (default: five minutes): the old answer is served at once while one
+  background thread computes the new one, so a viewer waits for the backend only when
+  nobody asked that question lately. Under a load the backend cannot keep up with, the
+  figures fall a little further behind instead of the pages slowing down.
 
 Scopes never share answers: a creator's answer is never served to anyone else.
 
@@ -54,11 +56,13 @@ class SharedAnswers:
         *,
         ttl: float = 30.0,
         max_entries: int = 50_000,
+        max_stale: float = 300.0,
         max_concurrent: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.ttl = ttl
+        self.max_stale = max(max_stale, ttl)
         self.max_entries = max_entries
         self.clock = clock
         self.computed = 0
@@ -82,7 +86,7 @@ class SharedAnswers:
                 if age < self.ttl:
                     self._answers.move_to_end(key)
                     return held[1]
-                if age < 2 * self.ttl:
+                if age < self.max_stale:
                     if key not in self._running:
                         self._running[key] = self._refresher.submit(
                             self._compute, key, query, principal

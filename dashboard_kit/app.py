@@ -102,8 +102,8 @@ def create_dashboard(
     ``authenticate(request)`` returns the viewer's principal (owner, or a creator) or None
     to refuse; the default refuses everyone. ``titles(content_ids)`` maps content ids to the
     names the host's CMS gives them. Answers are shared per scope: fresh for ``cache_ttl``
-    seconds, then served while one refresh runs (at most two TTLs behind; see
-    :mod:`~edgemetrics.dashboard_kit.answers`).
+    seconds, then served while one refresh runs (up to five minutes old under a load the
+    backend cannot keep up with; see :mod:`~edgemetrics.dashboard_kit.answers`).
 
     >>> import os, tempfile
     >>> from starlette.testclient import TestClient

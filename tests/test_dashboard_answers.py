@@ -49,14 +49,14 @@ def test_an_expired_answer_is_served_while_one_refresh_runs(tmp_path: Path) -> N
     store.write(views(3))
     now = [1000.0]
     answers = SharedAnswers(
-        Engine(EmbeddedBackend(store), cache_ttl=0), ttl=30, clock=lambda: now[0]
+        Engine(EmbeddedBackend(store), cache_ttl=0), ttl=30, max_stale=60, clock=lambda: now[0]
     )
     owner = Principal.owner()
     assert answers.run(VIEWS, owner).value("views") == 3.0
     store.write(views(2))
     now[0] += 10  # fresh: the new views are not seen yet
     assert answers.run(VIEWS, owner).value("views") == 3.0
-    now[0] += 25  # expired, within the second TTL: stale now, refreshed behind the scenes
+    now[0] += 25  # expired, not yet past max_stale: served now, refreshed behind the scenes
     assert answers.run(VIEWS, owner).value("views") == 3.0
     deadline = time.monotonic() + 10
     while answers.computed < 2 and time.monotonic() < deadline:
