@@ -420,3 +420,25 @@ def test_error_pages_say_what_happened(browser: Any, tmp_path: Path) -> None:
         assert "unreachable" in page.inner_text("#status")
         shot(page, "error-backend-down")
         page.context.close()
+
+
+def test_sampled_figures_show_as_estimates_with_intervals(browser: Any, tmp_path: Path) -> None:
+    from edgemetrics.layout import encode
+
+    store = EmbeddedStore(tmp_path / "sampled.duckdb")
+    # Each stored row stands for 20 views: AE sampled them at write time.
+    store.write([encode(View(content_id="v1", creator_id="c1", country="FR"), 20)])
+    store.write(
+        [encode(View(content_id="v1", creator_id="c1", country="DE"), 20) for _ in range(30)]
+    )
+    app = Starlette(routes=[Mount("/a", app=create_dashboard(store, authenticate=who))])
+    with serve_asgi(app) as url:
+        page = page_as(browser, url + "/a/", "owner")
+        open_filled(page, url + "/a/?period=today")
+        card = page.inner_text('[data-card="kpi_views"]')
+        assert "Estimate" in card and "≈620 (95% CI" in card
+        open_filled(page, url + "/a/audience?period=today")
+        assert "≈600 (95% CI" in page.inner_text('[data-card="top_countries"]')
+        shot(page, "estimates")
+        page.context.close()
+    store.close()
