@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "edgemetrics.demo.command",
     "edgemetrics.layout_command",
     "edgemetrics.privacy_command",
+    "edgemetrics.query.rollup",
     "edgemetrics.serve_command",
     "edgemetrics.spool_command",
 )

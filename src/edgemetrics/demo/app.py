@@ -162,7 +162,12 @@ def create_app(store: EmbeddedStore) -> FastAPI:
     app.mount(
         "/analytics",
         create_dashboard(
-            store, authenticate=lambda request: Principal.owner(), name="Demo analytics"
+            store,
+            authenticate=lambda request: Principal.owner(),
+            titles=lambda ids: {i: BY_ID[i].title for i in ids if i in BY_ID},
+            name="Demo analytics",
+            # Live traffic every two seconds: keep the figures close behind it.
+            cache_ttl=1.0,
         ),
     )
     app.add_middleware(EdgeMetricsMiddleware, service="demo")

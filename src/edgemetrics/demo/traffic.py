@@ -170,6 +170,17 @@ class TrafficGenerator:
         def at(seconds: float) -> str:
             return (start + timedelta(seconds=seconds)).isoformat()
 
+        def watched(clock: float, position: float, seconds: float) -> dict[str, Any]:
+            # The player reports media time played since its last report as its own event.
+            return {
+                "type": "watch_time",
+                "timestamp": at(clock),
+                **context,
+                "position": position,
+                "media_duration": item.duration,
+                "watch_time": seconds,
+            }
+
         first = {"unique_view": True, "new_visitor": rnd.random() < 0.6, "new_session": True}
         events: list[dict[str, Any]] = [{"type": "view", "timestamp": at(0), **context, **first}]
         if item.content_type == "post" or item.duration == 0:
@@ -199,9 +210,9 @@ class TrafficGenerator:
                     **context,
                     "position": pause_at,
                     "media_duration": duration,
-                    "watch_time": pause_at,
                 }
             )
+            events.append(watched(clock, pause_at, pause_at))
             clock += rnd.uniform(5, 120)
             events.append(
                 {
@@ -222,7 +233,7 @@ class TrafficGenerator:
                 **context,
                 "position": watched_to,
                 "media_duration": duration,
-                "watch_time": round(watched_to - position, 1),
             }
         )
+        events.append(watched(clock, watched_to, round(watched_to - position, 1)))
         return events

@@ -79,6 +79,7 @@ DIMENSIONS: dict[str, Dimension] = {
         _blob("browser", "browser", _AUDIENCE, "browser family"),
         _blob("os", "os", _AUDIENCE, "operating system family"),
         _blob("referrer_source", "referrer_source", _AUDIENCE, "referrer source"),
+        _blob("timezone", "timezone", _AUDIENCE, "the viewer's IANA time zone"),
         _blob("currency", "currency", ("commerce",), "ISO 4217 currency"),
         Dimension(
             "authenticated",
@@ -248,6 +249,7 @@ EXPRS: dict[str, dict[str, Expr]] = {
             "dropped_expired",
         ),
         "sample_rate": _e("pipeline", "sample_rate", "sample_rate"),
+        "spool_depth": _e("pipeline", "spool_depth", "spool_depth"),
     },
 }
 # Quantiles read the raw column; their expressions are not summed in rollups.
@@ -378,6 +380,10 @@ _METRIC_LIST: list[Metric] = [
     _ratio("pipeline_drop_rate", "pipeline_dropped", "pipeline_events_in", "dropped per captured"),
     _sum("sample_rate_total", "pipeline", "sample_rate", ("pipeline_health",), "sum of rates"),
     _ratio("sampling_rate", "sample_rate_total", "pipeline_snapshots", "mean client sample rate"),
+    _sum("spool_depth_total", "pipeline", "spool_depth", ("pipeline_health",),
+         "sum of reported spool depths"),
+    _ratio("avg_spool_depth", "spool_depth_total", "pipeline_snapshots",
+           "mean spool depth per snapshot, events"),
 ]
 METRICS: dict[str, Metric] = {m.name: m for m in _METRIC_LIST}
 
