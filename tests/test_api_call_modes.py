@@ -7,11 +7,11 @@ import random
 from typing import Any
 
 import pytest
-from conftest import Captured
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from support import Captured
 
 import edgemetrics
 from edgemetrics.api_calls import ApiCallRecorder

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from conftest import SECRET, Collector, free_port
+from support import SECRET, Collector, free_port
 
 from edgemetrics.signing import sign
 from edgemetrics.wire import gzip_body

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SECRET, child_env, free_port
+from support import SECRET, child_env, free_port
 
 from edgemetrics.signing import sign
 from edgemetrics.spool import Spool

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 from edgemetrics.dashboard_kit import create_dashboard
+from loopback_server import serve_asgi
 from starlette.requests import Request
 
 from edgemetrics.events import ApiCall, Purchase, Refund, View
 from edgemetrics.layout import encode
 from edgemetrics.principal import Principal
 from edgemetrics.store import EmbeddedStore
-from tests.loopback_server import serve_asgi
 
 
 def who(request: Request) -> Principal | None:

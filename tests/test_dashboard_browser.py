@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dashboard_dataset import Dataset, generate, since_midnight
 from edgemetrics.dashboard_kit import create_dashboard
+from loopback_server import serve_asgi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -24,8 +26,6 @@ from starlette.routing import Mount, Route
 from edgemetrics.events import PlayStart, Purchase, View
 from edgemetrics.principal import Principal
 from edgemetrics.store import EmbeddedStore
-from tests.dashboard_dataset import Dataset, generate, since_midnight
-from tests.loopback_server import serve_asgi
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -409,7 +409,7 @@ def test_error_pages_say_what_happened(browser: Any, tmp_path: Path) -> None:
         page.context.close()
     empty.close()
     # A backend nobody answers on: the shell still renders, and says so.
-    from tests.loopback_server import free_port
+    from loopback_server import free_port
 
     down = CloudflareBackend("acct", "t", base_url=f"http://127.0.0.1:{free_port()}", retries=0)
     app = Starlette(routes=[Mount("/a", app=create_dashboard(down, authenticate=who))])

@@ -12,13 +12,13 @@ import httpx
 import pytest
 from edgemetrics.dashboard_kit import create_dashboard
 from edgemetrics.dashboard_kit.wsgi import mount_wsgi
+from loopback_server import serve_asgi, serve_wsgi
 from starlette.requests import Request
 
 from edgemetrics.events import View
 from edgemetrics.layout import encode
 from edgemetrics.principal import Principal
 from edgemetrics.store import EmbeddedStore
-from tests.loopback_server import serve_asgi, serve_wsgi
 
 
 def owner_by_cookie(request: Request) -> Principal | None:
@@ -102,7 +102,7 @@ def _django(tmp: Path) -> None:
             DEBUG=False,
             SECRET_KEY="test-only",
             ALLOWED_HOSTS=["127.0.0.1", "testserver"],
-            ROOT_URLCONF="tests.django_urls",
+            ROOT_URLCONF="django_urls",
             MIDDLEWARE=[],
             INSTALLED_APPS=[],
         )
@@ -113,19 +113,28 @@ def test_django_mount_under_wsgi_and_asgi(dashboard: Any, tmp_path: Path) -> Non
     _django(tmp_path)
     from django.core.asgi import get_asgi_application
     from django.core.wsgi import get_wsgi_application
+    from django.test.utils import override_settings
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    wsgi = mount_wsgi(get_wsgi_application(), "/analytics", dashboard)
-    with serve_wsgi(wsgi) as base:
-        check_mounted(base, "/analytics")
-    # Under ASGI, a Starlette router in front of Django sends the prefix to the dashboard
-    # (the bare prefix, without its slash, is Django's: the catch-all mount takes it).
-    asgi = Starlette(
-        routes=[Mount("/analytics", app=dashboard), Mount("/", app=get_asgi_application())]
-    )
-    with serve_asgi(asgi) as base:
-        check_mounted(base, "/analytics", bare_prefix=False)
+    # Django's settings are process-wide and another test module may have configured them:
+    # this host's own URLs and middleware apply for the length of this test.
+    with override_settings(
+        ROOT_URLCONF="django_urls",
+        MIDDLEWARE=[],
+        ALLOWED_HOSTS=["127.0.0.1", "testserver"],
+    ):
+        wsgi = mount_wsgi(get_wsgi_application(), "/analytics", dashboard)
+        with serve_wsgi(wsgi) as base:
+            check_mounted(base, "/analytics")
+        # Under ASGI, a Starlette router in front of Django sends the prefix to the
+        # dashboard (the bare prefix, without its slash, is Django's: the catch-all mount
+        # takes it).
+        asgi = Starlette(
+            routes=[Mount("/analytics", app=dashboard), Mount("/", app=get_asgi_application())]
+        )
+        with serve_asgi(asgi) as base:
+            check_mounted(base, "/analytics", bare_prefix=False)
 
 
 def test_the_shell_has_no_external_asset(dashboard: Any) -> None:

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Captured
+from support import Captured
 
 from edgemetrics.decorators import track_job, track_purchase, track_refund
 from edgemetrics.events import InvalidEvent, Job, Purchase, Refund

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from conftest import Collector, producer, wait_until
+from support import Collector, producer, wait_until
 
 from edgemetrics.spool import FILENAME, Spool
 from edgemetrics.wire import decode_body

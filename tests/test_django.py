@@ -10,8 +10,8 @@ from typing import Any
 import django
 import httpx
 import pytest
-from conftest import Captured, serve_wsgi
 from django.conf import settings
+from support import Captured, serve_wsgi
 
 settings.configure(
     DEBUG=False,

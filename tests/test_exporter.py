@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 import pytest
 import uvicorn
-from conftest import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from support import free_port
 
 import edgemetrics
 from edgemetrics.client import Client

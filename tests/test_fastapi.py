@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Captured, serve_asgi
 from edgemetrics.integrations.fastapi import instrument
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Request, Response, WebSocket
 from fastapi.responses import RedirectResponse, StreamingResponse
+from support import Captured, serve_asgi
 
 from edgemetrics.api_calls import UNMATCHED_ROUTE
 from edgemetrics.asgi import EdgeMetricsMiddleware

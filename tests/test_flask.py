@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Captured, serve_wsgi
 from edgemetrics.integrations.flask import EdgeMetrics, init_app
 from flask import Blueprint, Flask, Response, redirect, request, stream_with_context
+from support import Captured, serve_wsgi
 
 from edgemetrics.api_calls import UNMATCHED_ROUTE
 from edgemetrics.wsgi import EdgeMetricsWSGIMiddleware

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Captured
+from support import Captured
 
 from edgemetrics.events import ApiCall, DbQuery, Job
 

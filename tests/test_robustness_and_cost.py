@@ -6,10 +6,10 @@ import argparse
 from typing import Any
 
 import pytest
-from conftest import Captured
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from support import Captured
 from test_api_call_modes import drive
 
 from edgemetrics.api_calls import UNMATCHED_ROUTE

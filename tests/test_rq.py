@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for_port
 from loopback import JsonPostSink, Receiver
+from support import free_port, wait_for_port
 
 import edgemetrics
 from edgemetrics.events import Job

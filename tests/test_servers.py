@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, wait_for_port
 from loopback import Receiver
+from support import free_port, wait_for_port
 
 from edgemetrics.events import ApiCall
 

@@ -1,9 +1,12 @@
 """Retention: raw events 90 days, rollups two years, and CSV export before data expires.
 
 Analytics Engine keeps raw rows 90 days and deletes them itself; the embedded store does
-the same through :class:`Retention`, which the store runs after a write at most once per
-``every_s`` (default hourly), so no scheduler is needed. Rollup tables (named
-``edgemetrics_rollup*``) keep two years, judged by their first date or timestamp column.
+the same through :class:`Retention`: the owning process passes one to
+``EmbeddedStore(..., retention=...)``, which enforces it on a schedule (a daemon thread,
+every ``every_s`` seconds, default hourly) and after writes once the interval has passed.
+Rollup tables in the store (named ``edgemetrics_rollup*``) keep two years, judged by their
+first date or timestamp column; so do rollups kept elsewhere (PostgreSQL) when given as
+``rollups=`` (anything with ``delete_before(date)``).
 
 Whatever is about to expire can be written to CSV first: :func:`export_csv` (``edgemetrics
 privacy export --before DATE``), or ``Retention(export_dir=...)`` which exports each batch
@@ -156,11 +159,13 @@ def enforce_retention(
     raw_days: int = RAW_DAYS,
     rollup_days: int = ROLLUP_DAYS,
     export_dir: str | Path | None = None,
+    rollups: Any = None,
 ) -> RetentionReport:
     """Delete raw rows older than ``raw_days`` and rollup rows older than ``rollup_days``.
 
     With ``export_dir``, the rows are written to CSV there first (nothing is deleted if
-    the export fails).
+    the export fails). ``rollups`` is an external rollup store
+    (:class:`edgemetrics.query.rollup.PostgresRollups`, ...) that loses its old days too.
     """
     moment = _utc(now or datetime.now(UTC))
     report = RetentionReport(
@@ -188,6 +193,8 @@ def enforce_retention(
         if n:
             store.execute(f'DELETE FROM {table} WHERE "{column}" < ?', [value])
         report.deleted[table] = int(n)
+    if rollups is not None:
+        rollups.delete_before(report.cutoff_rollups.date())
     total = sum(report.deleted.values())
     if total:
         log.info("edgemetrics: retention deleted %d expired rows", total)
@@ -195,7 +202,8 @@ def enforce_retention(
 
 
 class Retention:
-    """Automatic retention for an embedded store: run at most every ``every_s`` seconds.
+    """Automatic retention for an embedded store: run at most every ``every_s`` seconds,
+    on a schedule (:meth:`start`) and after writes (:meth:`maybe_enforce`).
 
     ``clock`` returns the current UTC time (tests pass a controlled one).
 
@@ -212,6 +220,7 @@ class Retention:
         rollup_days: int = ROLLUP_DAYS,
         every_s: float = 3600.0,
         export_dir: str | Path | None = None,
+        rollups: Any = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if raw_days < 1 or rollup_days < raw_days:
@@ -220,16 +229,50 @@ class Retention:
         self.rollup_days = rollup_days
         self.every_s = every_s
         self.export_dir = export_dir
+        self.rollups = rollups
         self.clock = clock
         self.last_report: RetentionReport | None = None
+        self.runs = 0
+        self.deleted = 0  # raw rows deleted by this policy so far
         self._next = 0.0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, store: EmbeddedStore) -> None:
+        """Enforce every ``every_s`` seconds on a daemon thread until :meth:`stop`, so an
+        idle store is cleaned too."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            # The first write enforces at once; the schedule covers a store left idle.
+            while not self._stop.wait(max(self.every_s, 0.01)):
+                self.maybe_enforce(store)
+
+        self._thread = threading.Thread(target=loop, name="edgemetrics-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
 
     def maybe_enforce(self, store: EmbeddedStore) -> RetentionReport | None:
         """Enforce when the interval has passed; never raises (a failure is logged)."""
-        now = time.monotonic()
-        if now < self._next or not self._lock.acquire(blocking=False):
+        if time.monotonic() < self._next:
             return None
+        # Blocking: a write that arrives while the schedule runs waits, then judges the
+        # interval again, so what it wrote is never missed by a run that began before it.
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next:
+                return None
+            return self._enforce(store, now)
+
+    def _enforce(self, store: EmbeddedStore, now: float) -> RetentionReport | None:
         try:
             self._next = now + self.every_s
             self.last_report = enforce_retention(
@@ -238,10 +281,15 @@ class Retention:
                 raw_days=self.raw_days,
                 rollup_days=self.rollup_days,
                 export_dir=self.export_dir,
+                rollups=self.rollups,
+            )
+            self.runs += 1
+            self.deleted += sum(
+                n
+                for table, n in self.last_report.deleted.items()
+                if not table.startswith(ROLLUP_PREFIX)
             )
             return self.last_report
         except Exception:
             log.exception("edgemetrics: retention run failed; it is tried again next interval")
             return None
-        finally:
-            self._lock.release()

@@ -67,22 +67,29 @@ class EmbeddedStore:
         self, path: str | Path, *, read_only: bool = False, retention: Retention | None = None
     ) -> None:
         self.path = Path(path)
-        # Deletes expired rows after writes (edgemetrics.retention); None keeps everything.
+        # Deletes expired rows on a schedule and after writes (edgemetrics.retention);
+        # None keeps everything.
         self.retention = retention
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
         self._con.execute("SET TimeZone = 'UTC'").fetchall()
         self._write_lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
         self._local = threading.local()
         if not read_only:
             for table in DATASETS:
                 self._con.execute(_ddl(table)).fetchall()
+            if retention is not None:
+                retention.start(self)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         # A DuckDB connection is not safe across threads; each thread gets its own cursor.
         cur = getattr(self._local, "cursor", None)
         if cur is None:
-            cur = self._con.cursor()
+            # Making a cursor is a call on the shared connection, which DuckDB refuses
+            # (rather than waits) while another thread makes one.
+            with self._cursor_lock:
+                cur = self._con.cursor()
             cur.execute("SET TimeZone = 'UTC'").fetchall()
             self._local.cursor = cur
         return cur
@@ -166,6 +173,8 @@ class EmbeddedStore:
             self._cursor().execute(sql, params or []).fetchall()
 
     def close(self) -> None:
+        if self.retention is not None:
+            self.retention.stop()
         with self._write_lock:
             self._con.close()
 

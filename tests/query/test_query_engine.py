@@ -28,7 +28,7 @@ from edgemetrics.query import (
     QueryError,
     TimeRange,
 )
-from edgemetrics.query.retention import Retention
+from edgemetrics.retention import Retention
 from edgemetrics.store import EmbeddedStore
 
 DAY = TimeRange.between(T0, T0 + timedelta(days=1))
@@ -220,8 +220,8 @@ def test_retention_runs_on_a_schedule(shared_store: EmbeddedStore) -> None:
     old = encode(View(content_id="old", creator_id="c", timestamp=now - timedelta(days=91)))
     recent = encode(View(content_id="new", creator_id="c", timestamp=now - timedelta(days=89)))
     shared_store.write([old, recent])
-    retention = Retention(shared_store, interval=0.05)
-    retention.start()
+    retention = Retention(every_s=0.05)
+    retention.start(shared_store)
     try:
         deadline = time.monotonic() + 10
         while retention.runs < 2 and time.monotonic() < deadline:

@@ -22,8 +22,8 @@ from edgemetrics.query import (
     QueryError,
     TimeRange,
 )
-from edgemetrics.query.retention import Retention
 from edgemetrics.query.rollup import DuckDBRollups, PostgresRollups, add_command, build
+from edgemetrics.retention import enforce_retention
 from edgemetrics.store import EmbeddedStore
 
 NOW = datetime(2024, 5, 30, 12, tzinfo=UTC)
@@ -238,8 +238,8 @@ def test_old_ranges_after_retention_still_answer(year: EmbeddedStore, tmp_path: 
     raw_only, split = _engines(year, rollups)
     q = _all_time(Query(("views", "plays"), ("creator",)))
     before = raw_only.run(q, Principal.owner())
-    deleted = Retention(year, clock=lambda: NOW).run_once()
-    assert deleted > 0
+    report = enforce_retention(year, now=NOW)
+    assert report.deleted["edgemetrics_content"] > 0
     assert year.query("SELECT min(timestamp) AS t FROM edgemetrics_content")[0]["t"] >= (
         NOW - timedelta(days=90)
     ).replace(tzinfo=None)

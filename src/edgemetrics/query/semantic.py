@@ -380,10 +380,19 @@ _METRIC_LIST: list[Metric] = [
     _ratio("pipeline_drop_rate", "pipeline_dropped", "pipeline_events_in", "dropped per captured"),
     _sum("sample_rate_total", "pipeline", "sample_rate", ("pipeline_health",), "sum of rates"),
     _ratio("sampling_rate", "sample_rate_total", "pipeline_snapshots", "mean client sample rate"),
-    _sum("spool_depth_total", "pipeline", "spool_depth", ("pipeline_health",),
-         "sum of reported spool depths"),
-    _ratio("avg_spool_depth", "spool_depth_total", "pipeline_snapshots",
-           "mean spool depth per snapshot, events"),
+    _sum(
+        "spool_depth_total",
+        "pipeline",
+        "spool_depth",
+        ("pipeline_health",),
+        "sum of reported spool depths",
+    ),
+    _ratio(
+        "avg_spool_depth",
+        "spool_depth_total",
+        "pipeline_snapshots",
+        "mean spool depth per snapshot, events",
+    ),
 ]
 METRICS: dict[str, Metric] = {m.name: m for m in _METRIC_LIST}
 
