@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import html
 import itertools
+import time
 from datetime import datetime
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import BackgroundTasks, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 import edgemetrics
 from edgemetrics.asgi import EdgeMetricsMiddleware
 from edgemetrics.dashboard_kit import create_dashboard
-from edgemetrics.decorators import track_purchase
+from edgemetrics.decorators import track_job, track_purchase
 from edgemetrics.demo.catalog import BY_ID, CATALOG, Item
 from edgemetrics.events import ContentEvent, InvalidEvent, parse_event
 from edgemetrics.principal import Principal
@@ -78,6 +79,12 @@ def checkout(item: Item, request: PurchaseRequest) -> dict[str, Any]:
         "device_class": request.device_class,
         "purchased_at": request.purchased_at,
     }
+
+
+@track_job("send_receipt", queue="email", enqueued_at=lambda tx, enqueued: enqueued)
+def send_receipt(transaction_id: str, enqueued: float) -> None:
+    """Render and hand a receipt to the mail relay (the demo only takes the time)."""
+    time.sleep(0.002)
 
 
 def create_app(store: EmbeddedStore) -> FastAPI:
@@ -146,13 +153,15 @@ def create_app(store: EmbeddedStore) -> FastAPI:
         return {"accepted": accepted, "rejected": rejected}
 
     @app.post("/api/purchase")
-    def purchase(body: PurchaseRequest) -> dict[str, Any]:
+    def purchase(body: PurchaseRequest, background: BackgroundTasks) -> dict[str, Any]:
         item = BY_ID.get(body.content_id)
         if item is None:
             raise HTTPException(status_code=404, detail="no such content")
         if item.price_minor == 0:
             raise HTTPException(status_code=409, detail="this item is free")
         receipt = checkout(item, body)
+        # The receipt email is a background job: its duration and queue delay are recorded.
+        background.add_task(send_receipt, receipt["transaction_id"], time.time())
         return {
             "transaction_id": receipt["transaction_id"],
             "amount_minor": item.price_minor,
