@@ -1,8 +1,8 @@
 // POST /v1/batch: signed server batches from the exporter (docs/ingest-protocol.md).
-import { encodeEvent, LimitError, type Point } from "./encode";
+import { encodeValues, LimitError, type Point } from "./encode";
 import { errorResponse, json, type Env, type Invocation, type QueueMessage } from "./env";
 import { countHealth, MAX_POINTS, writePoints } from "./write";
-import { validateEvent, type FieldError } from "./validate";
+import { randomHex32, shapeErrors, typePlan, validateInto, type FieldError, type Json, type TypePlan } from "./validate";
 
 const MAX_BODY = 1024 * 1024;
 const MAX_DECOMPRESSED = 5 * 1024 * 1024;
@@ -79,13 +79,25 @@ export async function validateAll(events: unknown[], now: number, check?: (e: Re
       rejected.push({ index: i, event_id: id, errors: pre });
       continue;
     }
-    const result = validateEvent(raw, now);
-    if (!result.ok) {
-      rejected.push({ index: i, event_id: id, errors: result.errors });
+    const bad = shapeErrors(raw);
+    if (bad !== null) {
+      rejected.push({ index: i, event_id: id, errors: bad });
       continue;
     }
+    // Validate into slot values and encode those: validateEvent + encodeEvent without the
+    // normalised event object in between.
+    const data = raw as Record<string, Json>;
+    const plan = typePlan(data.type) as TypePlan;
+    const values = plan.defaults.slice();
+    const errors = validateInto(plan, data, values);
+    if (errors !== null) {
+      rejected.push({ index: i, event_id: id, errors });
+      continue;
+    }
+    if (!Object.hasOwn(data, "event_id")) values[plan.eventIdSlot] = randomHex32();
+    if (!Object.hasOwn(data, "timestamp")) values[plan.timestampSlot] = now;
     try {
-      const point = encodeEvent(result.event);
+      const point = encodeValues(plan, values);
       points.push(point instanceof Promise ? await point : point);
     } catch (err) {
       if (!(err instanceof LimitError)) throw err;

@@ -10,7 +10,7 @@ export interface FieldError {
   message: string;
 }
 
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type Schema = { [key: string]: any };
 
 export interface Layout {
@@ -261,34 +261,53 @@ function compile(schema: Schema, root: Schema): Check {
 interface FieldPlan {
   name: string;
   required: boolean;
-  fallback: Normalized[string];
+  fallback: Value;
   check: Check;
+  /** ISO 4217 membership: a rule the schema cannot say. */
+  currency: boolean;
 }
 
-interface TypePlan {
+/** One field's normalised value. */
+export type Value = Normalized[string];
+
+/**
+ * A type's compiled plan. Fields are numbered ("slots") in schema order: validation writes
+ * each value into an array at its slot, so the hot path makes no per-event objects.
+ */
+export interface TypePlan {
+  kind: string;
   fields: FieldPlan[];
-  byName: Map<string, FieldPlan>;
+  slots: Map<string, number>;
   required: number;
-  /** Every field with its default: cloning it gives each output object its final shape. */
-  template: Normalized;
+  /** Every slot's default: copying it gives an event's starting values. */
+  defaults: Value[];
+  eventIdSlot: number;
+  timestampSlot: number;
 }
 
 const PLANS = new Map<string, TypePlan>();
 
-function plan(kind: string): TypePlan {
+/** The plan for an event type, or undefined when `kind` is not one. */
+export function typePlan(kind: unknown): TypePlan | undefined {
+  if (typeof kind !== "string") return undefined;
   let p = PLANS.get(kind);
-  if (!p) {
+  if (p === undefined) {
+    if (!Object.hasOwn(LAYOUT.types, kind)) return undefined;
     const schema = LAYOUT.types[kind].schema;
     const required = new Set<string>(schema.required ?? []);
     const fields = Object.entries(schema.properties as Record<string, Schema>).map(([name, prop]) => ({
       name,
       required: required.has(name),
-      fallback: (prop.default ?? null) as Normalized[string],
+      fallback: (prop.default ?? null) as Value,
       check: compile(prop, schema),
+      currency: name === "currency",
     }));
-    const template: Normalized = {};
-    for (const f of fields) template[f.name] = f.fallback;
-    p = { fields, byName: new Map(fields.map((f) => [f.name, f])), required: required.size, template };
+    const slots = new Map(fields.map((f, i) => [f.name, i]));
+    const eventIdSlot = slots.get("event_id");
+    const timestampSlot = slots.get("timestamp");
+    // Both get defaults at receive time (docs/ingest-protocol.md): every type declares them.
+    if (eventIdSlot === undefined || timestampSlot === undefined) throw new Error(`layout.json: type ${kind} lacks event_id or timestamp`);
+    p = { kind, fields, slots, required: required.size, defaults: fields.map((f) => f.fallback), eventIdSlot, timestampSlot };
     PLANS.set(kind, p);
   }
   return p;
@@ -296,11 +315,66 @@ function plan(kind: string): TypePlan {
 
 export type Validation = { ok: true; event: Normalized } | { ok: false; errors: FieldError[] };
 
-function randomHex32(): string {
+export function randomHex32(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   let out = "";
   for (const b of bytes) out += b.toString(16).padStart(2, "0");
   return out;
+}
+
+const NOT_OBJECT: FieldError[] = [{ field: "event", rule: "type", message: "must be a JSON object" }];
+
+/** The errors of an input that is not an event object of a known type, else null. */
+export function shapeErrors(input: unknown): FieldError[] | null {
+  if (input === null || typeof input !== "object" || Array.isArray(input)) return NOT_OBJECT.map((e) => ({ ...e }));
+  const kind = (input as Record<string, unknown>).type;
+  if (typePlan(kind) !== undefined) return null;
+  const known = Object.keys(LAYOUT.types).sort().join(", ");
+  return [{ field: "type", rule: "enum", message: `unknown event type ${JSON.stringify(kind)}; expected one of ${known}` }];
+}
+
+/**
+ * Check an event object of `plan`'s type field by field, writing each normalised value into
+ * `values` at its slot (`values` starts as `plan.defaults`). Returns the errors, or null.
+ * event_id and timestamp, when absent, keep their (null) default: the caller fills them.
+ */
+export function validateInto(plan: TypePlan, data: Record<string, Json>, values: Value[]): FieldError[] | null {
+  let source = data;
+  if (plan.kind === "api_call" && "duration_ms" in source) {
+    // One request: min = max = duration (the rule the schema cannot say).
+    source = { ...data };
+    for (const bound of ["duration_min_ms", "duration_max_ms"]) {
+      if (source[bound] === undefined || source[bound] === null) source[bound] = source.duration_ms;
+    }
+  }
+  const { fields, slots } = plan;
+  let errors: FieldError[] | null = null;
+  let requiredSeen = 0;
+  // The event's own key order (for-in over a JSON object takes V8's fast path; looking up
+  // every field name one by one does not), so errors come in the sender's order.
+  for (const key in source) {
+    const slot = slots.get(key);
+    if (slot === undefined) {
+      (errors ??= []).push({ field: key, rule: "extra_forbidden", message: "Extra inputs are not permitted" });
+      continue;
+    }
+    const field = fields[slot];
+    if (field.required) requiredSeen++;
+    const result = field.check(source[key]);
+    if (result instanceof Invalid) {
+      (errors ??= []).push({ field: key, rule: result.rule, message: result.message });
+    } else if (field.currency && typeof result === "string" && !CURRENCIES.has(result)) {
+      (errors ??= []).push({ field: key, rule: "value_error", message: `Value error, '${result}' is not an ISO 4217 currency code` });
+    } else {
+      values[slot] = result as Value;
+    }
+  }
+  if (requiredSeen < plan.required) {
+    for (const field of fields) {
+      if (field.required && !Object.hasOwn(source, field.name)) (errors ??= []).push({ field: field.name, rule: "missing", message: "Field required" });
+    }
+  }
+  return errors;
 }
 
 /**
@@ -308,53 +382,16 @@ function randomHex32(): string {
  * event (defaults filled in, values coerced, timestamp in epoch ms truncated to the ms).
  */
 export function validateEvent(input: unknown, nowMs: number): Validation {
-  if (input === null || typeof input !== "object" || Array.isArray(input)) {
-    return { ok: false, errors: [{ field: "event", rule: "type", message: "must be a JSON object" }] };
-  }
+  const bad = shapeErrors(input);
+  if (bad !== null) return { ok: false, errors: bad };
   const data = input as Record<string, Json>;
-  const kind = data.type;
-  const spec = typeof kind === "string" && Object.hasOwn(LAYOUT.types, kind) ? LAYOUT.types[kind] : undefined;
-  if (!spec) {
-    const known = Object.keys(LAYOUT.types).sort().join(", ");
-    return { ok: false, errors: [{ field: "type", rule: "enum", message: `unknown event type ${JSON.stringify(kind)}; expected one of ${known}` }] };
-  }
-  const { fields, byName, required, template } = plan(kind as string);
-  const errors: FieldError[] = [];
-  let source: Record<string, Json> = data;
-  if (kind === "api_call" && "duration_ms" in source) {
-    // One request: min = max = duration (the rule the schema cannot say).
-    source = { ...data };
-    for (const bound of ["duration_min_ms", "duration_max_ms"]) {
-      if (source[bound] === undefined || source[bound] === null) source[bound] = source.duration_ms;
-    }
-  }
-  // Defaults first, then the event's own fields in its key order (for-in over a JSON object
-  // takes V8's fast path; looking up 25 field names one by one does not).
-  const out: Normalized = { ...template };
-  let requiredSeen = 0;
-  for (const key in source) {
-    const field = byName.get(key);
-    if (field === undefined) {
-      errors.push({ field: key, rule: "extra_forbidden", message: "Extra inputs are not permitted" });
-      continue;
-    }
-    if (field.required) requiredSeen++;
-    const result = field.check(source[key]);
-    if (result instanceof Invalid) {
-      errors.push({ field: key, rule: result.rule, message: result.message });
-    } else if (key === "currency" && typeof result === "string" && !CURRENCIES.has(result)) {
-      errors.push({ field: key, rule: "value_error", message: `Value error, '${result}' is not an ISO 4217 currency code` });
-    } else {
-      out[key] = result as Normalized[string];
-    }
-  }
-  if (requiredSeen < required) {
-    for (const field of fields) {
-      if (field.required && !Object.hasOwn(source, field.name)) errors.push({ field: field.name, rule: "missing", message: "Field required" });
-    }
-  }
-  if (!Object.hasOwn(source, "event_id")) out.event_id = randomHex32();
-  if (!Object.hasOwn(source, "timestamp")) out.timestamp = nowMs;
-  if (errors.length) return { ok: false, errors };
-  return { ok: true, event: out };
+  const plan = typePlan(data.type) as TypePlan;
+  const values = plan.defaults.slice();
+  const errors = validateInto(plan, data, values);
+  if (errors !== null) return { ok: false, errors };
+  const event: Normalized = {};
+  for (let i = 0; i < values.length; i++) event[plan.fields[i].name] = values[i];
+  if (!Object.hasOwn(data, "event_id")) event.event_id = randomHex32();
+  if (!Object.hasOwn(data, "timestamp")) event.timestamp = nowMs;
+  return { ok: true, event };
 }
