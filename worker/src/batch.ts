@@ -2,7 +2,7 @@
 import { encodeValues, LimitError, type Point } from "./encode";
 import { errorResponse, json, type Env, type Invocation, type QueueMessage } from "./env";
 import { countHealth, MAX_POINTS, writePoints } from "./write";
-import { randomHex32, shapeErrors, typePlan, validateInto, type FieldError, type Json, type TypePlan } from "./validate";
+import { shapeErrors, typePlan, validateInto, type FieldError, type Json } from "./validate";
 
 const MAX_BODY = 1024 * 1024;
 const MAX_DECOMPRESSED = 5 * 1024 * 1024;
@@ -105,23 +105,19 @@ export async function validateAll(events: unknown[], now: number, check?: (e: Re
       rejected.push({ index: i, event_id: id, errors: pre });
       continue;
     }
-    const bad = shapeErrors(raw);
-    if (bad !== null) {
-      rejected.push({ index: i, event_id: id, errors: bad });
+    const plan = raw !== null && typeof raw === "object" ? typePlan((raw as Record<string, unknown>).type) : undefined;
+    if (plan === undefined) {
+      rejected.push({ index: i, event_id: id, errors: shapeErrors(raw) as FieldError[] });
       continue;
     }
     // Validate into slot values and encode those: validateEvent + encodeEvent without the
     // normalised event object in between.
-    const data = raw as Record<string, Json>;
-    const plan = typePlan(data.type) as TypePlan;
     const values = plan.defaults.slice();
-    const errors = validateInto(plan, data, values);
+    const errors = validateInto(plan, raw as Record<string, Json>, values, now);
     if (errors !== null) {
       rejected.push({ index: i, event_id: id, errors });
       continue;
     }
-    if (!Object.hasOwn(data, "event_id")) values[plan.eventIdSlot] = randomHex32();
-    if (!Object.hasOwn(data, "timestamp")) values[plan.timestampSlot] = now;
     try {
       const point = encodeValues(plan, values);
       points.push(point instanceof Promise ? await point : point);

@@ -148,7 +148,8 @@ export function encodeValues(tp: TypePlan, values: Value[]): Point | Promise<Poi
   let units = 0;
   for (let i = 0; i < blobSlots.length; i++) {
     const slot = blobSlots[i];
-    const text = slot < 0 ? "" : blobText(values[slot]);
+    const value = slot < 0 ? undefined : values[slot];
+    const text = typeof value === "string" ? value : blobText(value);
     units += text.length;
     blobs.push(text);
   }

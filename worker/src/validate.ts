@@ -97,8 +97,19 @@ function fastUtc(s: string): number {
     if (frac < 0 || (end > 23 && digits(s, 23, end - 23) < 0)) return -1;
     ms = end - 20 >= 3 ? frac : frac * (end - 20 === 1 ? 100 : 10);
   }
-  if (y < 100) return -1; // Date.UTC reads years 0-99 as 1900-1999: the general path handles them
-  return Date.UTC(y, mo - 1, d, h, mi, sec, ms);
+  if (y < 100) return -1; // keep years 0-99 on the general path, as before
+  return daysFromCivil(y, mo, d) * 86400000 + ((h * 60 + mi) * 60 + sec) * 1000 + ms;
+}
+
+/** Days from 1970-01-01 to a proleptic Gregorian date (Hinnant's algorithm): Date.UTC's
+ * answer for a valid date, in integer arithmetic, cheaper than the builtin call. */
+function daysFromCivil(y: number, m: number, d: number): number {
+  const year = m <= 2 ? y - 1 : y;
+  const era = Math.floor(year / 400);
+  const yoe = year - era * 400;
+  const doy = Math.floor((153 * (m > 2 ? m - 3 : m + 9) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146097 + doe - 719468;
 }
 
 function parseDatetime(value: Json): number | Invalid {
@@ -159,6 +170,27 @@ function codePoints(value: string): number {
 
 type Check = (value: Json) => Json | Invalid;
 
+const MEMO_SIZE = 512;
+
+/**
+ * A string check with its answers remembered: the PII guard's scans are the costliest
+ * checks, and ids, labels and referrers repeat across the events of a batch. Sound
+ * because a check is a pure function of the value; bounded so memory stays flat.
+ */
+function memoized(check: Check): Check {
+  const seen = new Map<string, Json | Invalid>();
+  return (value) => {
+    if (typeof value !== "string") return check(value);
+    let result = seen.get(value);
+    if (result === undefined) {
+      result = check(value);
+      if (seen.size >= MEMO_SIZE) seen.clear();
+      seen.set(value, result);
+    }
+    return result;
+  };
+}
+
 // Each schema is compiled once into a closure: the per-event path does no schema lookups.
 function compile(schema: Schema, root: Schema): Check {
   if (schema.anyOf) {
@@ -186,7 +218,7 @@ function compile(schema: Schema, root: Schema): Check {
       // The PII guard (pii.ts): strip modes run before the checks, "reject" after them.
       const pii: string | undefined = schema["x-pii"];
       const strip = pii !== undefined && pii !== "reject" ? pii : undefined;
-      return (value) => {
+      const check: Check = (value) => {
         if (typeof value !== "string") return new Invalid("string_type", "Input should be a valid string");
         if (strip !== undefined) value = stripFor(strip, value);
         // A string has between length/2 and length code points: count them only when the
@@ -205,6 +237,7 @@ function compile(schema: Schema, root: Schema): Check {
         }
         return value;
       };
+      return pii === undefined ? check : memoized(check);
     }
     case "integer":
       return (value) => {
@@ -336,9 +369,9 @@ export function shapeErrors(input: unknown): FieldError[] | null {
 /**
  * Check an event object of `plan`'s type field by field, writing each normalised value into
  * `values` at its slot (`values` starts as `plan.defaults`). Returns the errors, or null.
- * event_id and timestamp, when absent, keep their (null) default: the caller fills them.
+ * An absent event_id gets a fresh random id, an absent timestamp the receive time `nowMs`.
  */
-export function validateInto(plan: TypePlan, data: Record<string, Json>, values: Value[]): FieldError[] | null {
+export function validateInto(plan: TypePlan, data: Record<string, Json>, values: Value[], nowMs: number): FieldError[] | null {
   let source = data;
   if (plan.kind === "api_call" && "duration_ms" in source) {
     // One request: min = max = duration (the rule the schema cannot say).
@@ -350,6 +383,8 @@ export function validateInto(plan: TypePlan, data: Record<string, Json>, values:
   const { fields, slots } = plan;
   let errors: FieldError[] | null = null;
   let requiredSeen = 0;
+  let hasEventId = false;
+  let hasTimestamp = false;
   // The event's own key order (for-in over a JSON object takes V8's fast path; looking up
   // every field name one by one does not), so errors come in the sender's order.
   for (const key in source) {
@@ -360,6 +395,8 @@ export function validateInto(plan: TypePlan, data: Record<string, Json>, values:
     }
     const field = fields[slot];
     if (field.required) requiredSeen++;
+    if (slot === plan.eventIdSlot) hasEventId = true;
+    else if (slot === plan.timestampSlot) hasTimestamp = true;
     const result = field.check(source[key]);
     if (result instanceof Invalid) {
       (errors ??= []).push({ field: key, rule: result.rule, message: result.message });
@@ -374,7 +411,10 @@ export function validateInto(plan: TypePlan, data: Record<string, Json>, values:
       if (field.required && !Object.hasOwn(source, field.name)) (errors ??= []).push({ field: field.name, rule: "missing", message: "Field required" });
     }
   }
-  return errors;
+  if (errors !== null) return errors;
+  if (!hasEventId) values[plan.eventIdSlot] = randomHex32();
+  if (!hasTimestamp) values[plan.timestampSlot] = nowMs;
+  return null;
 }
 
 /**
@@ -387,11 +427,9 @@ export function validateEvent(input: unknown, nowMs: number): Validation {
   const data = input as Record<string, Json>;
   const plan = typePlan(data.type) as TypePlan;
   const values = plan.defaults.slice();
-  const errors = validateInto(plan, data, values);
+  const errors = validateInto(plan, data, values, nowMs);
   if (errors !== null) return { ok: false, errors };
   const event: Normalized = {};
   for (let i = 0; i < values.length; i++) event[plan.fields[i].name] = values[i];
-  if (!Object.hasOwn(data, "event_id")) event.event_id = randomHex32();
-  if (!Object.hasOwn(data, "timestamp")) event.timestamp = nowMs;
   return { ok: true, event };
 }
