@@ -59,10 +59,14 @@ const enum DoubleKind {
 interface Plan {
   dataset: string;
   blobNames: (string | null)[];
-  blobSlots: number[];
   doubleNames: string[];
-  doubleSlots: number[];
   doubleKinds: DoubleKind[];
+  /** Starting columns for encodeValues: "" and 0, the layout version in its const column. */
+  blobTemplate: string[];
+  doubleTemplate: number[];
+  /** The columns filled from slots: [column, slot] (doubles: [column, slot, kind]). */
+  liveBlobs: [number, number][];
+  liveDoubles: [number, number, DoubleKind][];
   /** Index parts: a slot number for a field (-1: not a field of the type), or a literal word. */
   index: (number | string)[];
   indexNames: (string | null)[];
@@ -81,13 +85,20 @@ function plan(type: string): Plan {
       const kind = spec.doubles[name];
       return kind === undefined ? DoubleKind.Absent : kind === "const" ? DoubleKind.Const : kind === "bool" ? DoubleKind.Bool : DoubleKind.Number;
     };
+    const blobSlots = family.blobs.map(slot);
+    const doubleSlots = family.doubles.map(slot);
+    const doubleKinds = family.doubles.map(kindOf);
     p = {
       dataset: family.dataset,
+      blobTemplate: family.blobs.map(() => ""),
+      doubleTemplate: doubleKinds.map((kind) => doubleOf(kind, undefined)),
+      liveBlobs: blobSlots.flatMap((s, column): [number, number][] => (s < 0 ? [] : [[column, s]])),
+      liveDoubles: doubleSlots.flatMap((s, column): [number, number, DoubleKind][] =>
+        s < 0 || doubleKinds[column] === DoubleKind.Absent || doubleKinds[column] === DoubleKind.Const ? [] : [[column, s, doubleKinds[column]]],
+      ),
       blobNames: family.blobs.map((name) => (tp.slots.has(name) ? name : null)),
-      blobSlots: family.blobs.map(slot),
       doubleNames: family.doubles,
-      doubleSlots: family.doubles.map(slot),
-      doubleKinds: family.doubles.map(kindOf),
+      doubleKinds,
       index: spec.index.map((part) => ("field" in part ? slot(part.field) : part.literal)),
       indexNames: spec.index.map((part) => ("field" in part ? part.field : null)),
     };
@@ -143,22 +154,19 @@ export function encodeEvent(event: Normalized): Point | Promise<Point> {
  */
 export function encodeValues(tp: TypePlan, values: Value[]): Point | Promise<Point> {
   const p = plan(tp.kind);
-  const { blobSlots, doubleSlots, doubleKinds, index } = p;
-  const blobs: string[] = [];
+  // Copies of the templates, overwritten in place: packed arrays of the right size at once.
+  const blobs = p.blobTemplate.slice();
   let units = 0;
-  for (let i = 0; i < blobSlots.length; i++) {
-    const slot = blobSlots[i];
-    const value = slot < 0 ? undefined : values[slot];
+  for (const [column, slot] of p.liveBlobs) {
+    const value = values[slot];
     const text = typeof value === "string" ? value : blobText(value);
     units += text.length;
-    blobs.push(text);
+    blobs[column] = text;
   }
-  const doubles: number[] = [];
-  for (let i = 0; i < doubleSlots.length; i++) {
-    const slot = doubleSlots[i];
-    doubles.push(doubleOf(doubleKinds[i], slot < 0 ? undefined : values[slot]));
-  }
+  const doubles = p.doubleTemplate.slice();
+  for (const [column, slot, kind] of p.liveDoubles) doubles[column] = doubleOf(kind, values[slot]);
   // Most types index one field: no array to join.
+  const { index } = p;
   let index1 = "";
   for (let i = 0; i < index.length; i++) {
     const part = index[i];
