@@ -170,7 +170,7 @@ export async function handleBatch(request: Request, env: Env, inv: Invocation): 
     return errorResponse(401, "missing_signature", "X-Edgemetrics-Timestamp and X-Edgemetrics-Signature are required");
   }
   const sigBytes = signature.startsWith("v1=") ? hexToBytes(signature.slice(3)) : null;
-  const signed = new Uint8Array([...new TextEncoder().encode(`${stamp}.`)]);
+  const signed = new TextEncoder().encode(`${stamp}.`);
   const message = new Uint8Array(signed.length + body.length);
   message.set(signed);
   message.set(body, signed.length);
