@@ -91,7 +91,7 @@ function plan(type: string): Plan {
     p = {
       dataset: family.dataset,
       blobTemplate: family.blobs.map(() => ""),
-      doubleTemplate: doubleKinds.map((kind) => doubleOf(kind, undefined)),
+      doubleTemplate: unboxed(doubleKinds.map((kind) => doubleOf(kind, undefined))),
       liveBlobs: blobSlots.flatMap((s, column): [number, number][] => (s < 0 ? [] : [[column, s]])),
       liveDoubles: doubleSlots.flatMap((s, column): [number, number, DoubleKind][] =>
         s < 0 || doubleKinds[column] === DoubleKind.Absent || doubleKinds[column] === DoubleKind.Const ? [] : [[column, s, doubleKinds[column]]],
@@ -105,6 +105,18 @@ function plan(type: string): Plan {
     PLANS.set(type, p);
   }
   return p;
+}
+
+/**
+ * The same numbers in an array V8 stores as unboxed doubles (holding a fraction once sets
+ * that elements kind for good, and copies keep it): writing a timestamp or 1.5 into a copy
+ * then converts nothing, where a copy of an all-integer array would be converted each time.
+ */
+function unboxed(numbers: number[]): number[] {
+  const out = numbers.slice();
+  out.push(0.5);
+  out.pop();
+  return out;
 }
 
 function doubleOf(kind: DoubleKind, value: Value | undefined): number {
@@ -164,7 +176,11 @@ export function encodeValues(tp: TypePlan, values: Value[]): Point | Promise<Poi
     blobs[column] = text;
   }
   const doubles = p.doubleTemplate.slice();
-  for (const [column, slot, kind] of p.liveDoubles) doubles[column] = doubleOf(kind, values[slot]);
+  const { liveDoubles } = p;
+  for (let i = 0; i < liveDoubles.length; i++) {
+    const [column, slot, kind] = liveDoubles[i];
+    doubles[column] = doubleOf(kind, values[slot]);
+  }
   // Most types index one field: no array to join.
   const { index } = p;
   let index1 = "";

@@ -316,6 +316,9 @@ export interface TypePlan {
   defaults: Value[];
   eventIdSlot: number;
   timestampSlot: number;
+  /** The last event's keys in order and their slots (-1: not a field): see validateInto. */
+  lastKeys: string[];
+  lastSlots: number[];
 }
 
 const PLANS = new Map<string, TypePlan>();
@@ -340,7 +343,7 @@ export function typePlan(kind: unknown): TypePlan | undefined {
     const timestampSlot = slots.get("timestamp");
     // Both get defaults at receive time (docs/ingest-protocol.md): every type declares them.
     if (eventIdSlot === undefined || timestampSlot === undefined) throw new Error(`layout.json: type ${kind} lacks event_id or timestamp`);
-    p = { kind, fields, slots, required: required.size, defaults: fields.map((f) => f.fallback), eventIdSlot, timestampSlot };
+    p = { kind, fields, slots, required: required.size, defaults: fields.map((f) => f.fallback), eventIdSlot, timestampSlot, lastKeys: [], lastSlots: [] };
     PLANS.set(kind, p);
   }
   return p;
@@ -385,11 +388,23 @@ export function validateInto(plan: TypePlan, data: Record<string, Json>, values:
   let requiredSeen = 0;
   let hasEventId = false;
   let hasTimestamp = false;
+  // Senders repeat one key order per type: the key at each position is first compared with
+  // the previous event's key there (one comparison of interned strings), and the map is
+  // asked only once the order differs.
+  const { lastKeys, lastSlots } = plan;
+  let position = 0;
+  let same = true;
   // The event's own key order (for-in over a JSON object takes V8's fast path; looking up
   // every field name one by one does not), so errors come in the sender's order.
   for (const key in source) {
-    const slot = slots.get(key);
-    if (slot === undefined) {
+    let slot: number | undefined;
+    if (same && position < lastKeys.length && lastKeys[position] === key) slot = lastSlots[position];
+    else {
+      same = false;
+      slot = slots.get(key);
+    }
+    position++;
+    if (slot === undefined || slot < 0) {
       (errors ??= []).push({ field: key, rule: "extra_forbidden", message: "Extra inputs are not permitted" });
       continue;
     }
@@ -405,6 +420,10 @@ export function validateInto(plan: TypePlan, data: Record<string, Json>, values:
     } else {
       values[slot] = result as Value;
     }
+  }
+  if (!same || position !== lastKeys.length) {
+    plan.lastKeys = Object.keys(source);
+    plan.lastSlots = plan.lastKeys.map((key) => slots.get(key) ?? -1);
   }
   if (requiredSeen < plan.required) {
     for (const field of fields) {
