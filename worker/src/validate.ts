@@ -171,16 +171,18 @@ function codePoints(value: string): number {
 type Check = (value: Json) => Json | Invalid;
 
 const MEMO_SIZE = 512;
+const MEMO_MAX_LENGTH = 256;
 
 /**
  * A string check with its answers remembered: the PII guard's scans are the costliest
  * checks, and ids, labels and referrers repeat across the events of a batch. Sound
- * because a check is a pure function of the value; bounded so memory stays flat.
+ * because a check is a pure function of the value. Bounded in entries and in the length
+ * of the values kept, so the memory it holds across requests stays small whatever is sent.
  */
 function memoized(check: Check): Check {
   const seen = new Map<string, Json | Invalid>();
   return (value) => {
-    if (typeof value !== "string") return check(value);
+    if (typeof value !== "string" || value.length > MEMO_MAX_LENGTH) return check(value);
     let result = seen.get(value);
     if (result === undefined) {
       result = check(value);
