@@ -318,7 +318,7 @@ export interface TypePlan {
   defaults: Value[];
   eventIdSlot: number;
   timestampSlot: number;
-  /** The last event's keys in order and their slots (-1: not a field): see validateInto. */
+  /** The last valid event's keys in order and their slots: see validateInto. */
   lastKeys: string[];
   lastSlots: number[];
 }
@@ -423,16 +423,18 @@ export function validateInto(plan: TypePlan, data: Record<string, Json>, values:
       values[slot] = result as Value;
     }
   }
-  if (!same || position !== lastKeys.length) {
-    plan.lastKeys = Object.keys(source);
-    plan.lastSlots = plan.lastKeys.map((key) => slots.get(key) ?? -1);
-  }
   if (requiredSeen < plan.required) {
     for (const field of fields) {
       if (field.required && !Object.hasOwn(source, field.name)) (errors ??= []).push({ field: field.name, rule: "missing", message: "Field required" });
     }
   }
   if (errors !== null) return errors;
+  if (!same || position !== lastKeys.length) {
+    // Only a valid event's order is kept: its keys are all field names, never a sender's
+    // arbitrary (and arbitrarily long) extra keys.
+    plan.lastKeys = Object.keys(source);
+    plan.lastSlots = plan.lastKeys.map((key) => slots.get(key) ?? -1);
+  }
   if (!hasEventId) values[plan.eventIdSlot] = randomHex32();
   if (!hasTimestamp) values[plan.timestampSlot] = nowMs;
   return null;
