@@ -29,21 +29,6 @@ function isIPv6(text: string): boolean {
   }
 }
 
-function digits(value: string): number {
-  let n = 0;
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if (c >= 48 && c <= 57) n++;
-  }
-  return n;
-}
-
-function count(value: string, ch: string): number {
-  let n = 0;
-  for (let i = value.indexOf(ch); i !== -1; i = value.indexOf(ch, i + 1)) n++;
-  return n;
-}
-
 function scan(re: RegExp, value: string, rule: string, out: Found[], keep?: (m: string) => boolean): void {
   re.lastIndex = 0;
   for (let m = re.exec(value); m !== null; m = re.exec(value)) {
@@ -57,19 +42,38 @@ function scan(re: RegExp, value: string, rule: string, out: Found[], keep?: (m: 
 
 /** Each personal value in `value` as [start, end, rule], in order, not overlapping. */
 function matches(value: string): Found[] {
+  // One pass over the characters decides which patterns can match at all: most values are
+  // short ids and labels that need no regex.
+  let at = false;
+  let dot = false;
+  let slash = false;
+  let paren = false;
+  let plus = false;
+  let colons = 0;
+  let separators = 0; // "-", " " and "."
+  let digitCount = 0;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c >= 48 && c <= 57) digitCount++;
+    else if (c === 45 || c === 32) separators++;
+    else if (c === 46) {
+      dot = true;
+      separators++;
+    } else if (c === 58) colons++;
+    else if (c === 64) at = true;
+    else if (c === 47) slash = true;
+    else if (c === 40) paren = true;
+    else if (c === 43) plus = true;
+  }
   const found: Found[] = [];
-  if (value.includes("@")) scan(EMAIL, value, "pii_email", found);
-  if (value.includes("://")) scan(URL_RE, value, "pii_url", found);
-  if (value.includes(".")) scan(IPV4, value, "pii_ip", found);
-  if (count(value, ":") >= 2) scan(IPV6, value, "pii_ip", found, isIPv6);
-  if (value.includes("/") && (value.includes("(") || value.includes("Mozilla") || value.includes("Opera"))) {
+  if (at) scan(EMAIL, value, "pii_email", found);
+  if (colons > 0 && slash && value.includes("://")) scan(URL_RE, value, "pii_url", found);
+  if (dot) scan(IPV4, value, "pii_ip", found);
+  if (colons >= 2) scan(IPV6, value, "pii_ip", found, isIPv6);
+  if (slash && (paren || value.includes("Mozilla") || value.includes("Opera"))) {
     scan(USER_AGENT, value, "pii_user_agent", found);
   }
-  if (
-    value.length >= rules.phone_min_digits &&
-    (value.includes("+") || count(value, "-") + count(value, " ") + count(value, ".") >= 2) &&
-    digits(value) >= rules.phone_min_digits
-  ) {
+  if (value.length >= rules.phone_min_digits && (plus || separators >= 2) && digitCount >= rules.phone_min_digits) {
     scan(PHONE, value, "pii_phone", found);
   }
   if (found.length < 2) return found;
@@ -138,7 +142,8 @@ export function stripFingerprint(fingerprint: string): string {
 
 export function referrerSource(value: string): string {
   let text = value;
-  const parts = splitUrl(text.startsWith("//") ? "http:" + text : text);
+  // Only a text with "://" (or a scheme-relative "//") can be a URL: skip the parse otherwise.
+  const parts = text.startsWith("//") ? splitUrl("http:" + text) : text.includes("://") ? splitUrl(text) : null;
   if (parts) {
     const h = host(parts[0]);
     text = (h.startsWith("www.") ? h.slice(4) : h) || "(unknown)";
@@ -152,6 +157,10 @@ export function referrerSource(value: string): string {
 export function stripFor(mode: string, value: string): string {
   if (mode === "route") return stripRoute(value);
   if (mode === "fingerprint") return stripFingerprint(value);
-  if (mode === "referrer") return [...referrerSource(value)].slice(0, 64).join("");
+  if (mode === "referrer") {
+    const source = referrerSource(value);
+    // At most 64 code points; 64 UTF-16 units or fewer cannot be more.
+    return source.length <= 64 ? source : [...source].slice(0, 64).join("");
+  }
   return value;
 }

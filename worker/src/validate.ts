@@ -10,7 +10,7 @@ export interface FieldError {
   message: string;
 }
 
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type Schema = { [key: string]: any };
 
 export interface Layout {
@@ -97,8 +97,19 @@ function fastUtc(s: string): number {
     if (frac < 0 || (end > 23 && digits(s, 23, end - 23) < 0)) return -1;
     ms = end - 20 >= 3 ? frac : frac * (end - 20 === 1 ? 100 : 10);
   }
-  if (y < 100) return -1; // Date.UTC reads years 0-99 as 1900-1999: the general path handles them
-  return Date.UTC(y, mo - 1, d, h, mi, sec, ms);
+  if (y < 100) return -1; // keep years 0-99 on the general path, as before
+  return daysFromCivil(y, mo, d) * 86400000 + ((h * 60 + mi) * 60 + sec) * 1000 + ms;
+}
+
+/** Days from 1970-01-01 to a proleptic Gregorian date (Hinnant's algorithm): Date.UTC's
+ * answer for a valid date, in integer arithmetic, cheaper than the builtin call. */
+function daysFromCivil(y: number, m: number, d: number): number {
+  const year = m <= 2 ? y - 1 : y;
+  const era = Math.floor(year / 400);
+  const yoe = year - era * 400;
+  const doy = Math.floor((153 * (m > 2 ? m - 3 : m + 9) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146097 + doe - 719468;
 }
 
 function parseDatetime(value: Json): number | Invalid {
@@ -159,6 +170,29 @@ function codePoints(value: string): number {
 
 type Check = (value: Json) => Json | Invalid;
 
+const MEMO_SIZE = 512;
+const MEMO_MAX_LENGTH = 256;
+
+/**
+ * A string check with its answers remembered: the PII guard's scans are the costliest
+ * checks, and ids, labels and referrers repeat across the events of a batch. Sound
+ * because a check is a pure function of the value. Bounded in entries and in the length
+ * of the values kept, so the memory it holds across requests stays small whatever is sent.
+ */
+function memoized(check: Check): Check {
+  const seen = new Map<string, Json | Invalid>();
+  return (value) => {
+    if (typeof value !== "string" || value.length > MEMO_MAX_LENGTH) return check(value);
+    let result = seen.get(value);
+    if (result === undefined) {
+      result = check(value);
+      if (seen.size >= MEMO_SIZE) seen.clear();
+      seen.set(value, result);
+    }
+    return result;
+  };
+}
+
 // Each schema is compiled once into a closure: the per-event path does no schema lookups.
 function compile(schema: Schema, root: Schema): Check {
   if (schema.anyOf) {
@@ -186,7 +220,7 @@ function compile(schema: Schema, root: Schema): Check {
       // The PII guard (pii.ts): strip modes run before the checks, "reject" after them.
       const pii: string | undefined = schema["x-pii"];
       const strip = pii !== undefined && pii !== "reject" ? pii : undefined;
-      return (value) => {
+      const check: Check = (value) => {
         if (typeof value !== "string") return new Invalid("string_type", "Input should be a valid string");
         if (strip !== undefined) value = stripFor(strip, value);
         // A string has between length/2 and length code points: count them only when the
@@ -205,6 +239,7 @@ function compile(schema: Schema, root: Schema): Check {
         }
         return value;
       };
+      return pii === undefined ? check : memoized(check);
     }
     case "integer":
       return (value) => {
@@ -261,34 +296,56 @@ function compile(schema: Schema, root: Schema): Check {
 interface FieldPlan {
   name: string;
   required: boolean;
-  fallback: Normalized[string];
+  fallback: Value;
   check: Check;
+  /** ISO 4217 membership: a rule the schema cannot say. */
+  currency: boolean;
 }
 
-interface TypePlan {
+/** One field's normalised value. */
+export type Value = Normalized[string];
+
+/**
+ * A type's compiled plan. Fields are numbered ("slots") in schema order: validation writes
+ * each value into an array at its slot, so the hot path makes no per-event objects.
+ */
+export interface TypePlan {
+  kind: string;
   fields: FieldPlan[];
-  byName: Map<string, FieldPlan>;
+  slots: Map<string, number>;
   required: number;
-  /** Every field with its default: cloning it gives each output object its final shape. */
-  template: Normalized;
+  /** Every slot's default: copying it gives an event's starting values. */
+  defaults: Value[];
+  eventIdSlot: number;
+  timestampSlot: number;
+  /** The last valid event's keys in order and their slots: see validateInto. */
+  lastKeys: string[];
+  lastSlots: number[];
 }
 
 const PLANS = new Map<string, TypePlan>();
 
-function plan(kind: string): TypePlan {
+/** The plan for an event type, or undefined when `kind` is not one. */
+export function typePlan(kind: unknown): TypePlan | undefined {
+  if (typeof kind !== "string") return undefined;
   let p = PLANS.get(kind);
-  if (!p) {
+  if (p === undefined) {
+    if (!Object.hasOwn(LAYOUT.types, kind)) return undefined;
     const schema = LAYOUT.types[kind].schema;
     const required = new Set<string>(schema.required ?? []);
     const fields = Object.entries(schema.properties as Record<string, Schema>).map(([name, prop]) => ({
       name,
       required: required.has(name),
-      fallback: (prop.default ?? null) as Normalized[string],
+      fallback: (prop.default ?? null) as Value,
       check: compile(prop, schema),
+      currency: name === "currency",
     }));
-    const template: Normalized = {};
-    for (const f of fields) template[f.name] = f.fallback;
-    p = { fields, byName: new Map(fields.map((f) => [f.name, f])), required: required.size, template };
+    const slots = new Map(fields.map((f, i) => [f.name, i]));
+    const eventIdSlot = slots.get("event_id");
+    const timestampSlot = slots.get("timestamp");
+    // Both get defaults at receive time (docs/ingest-protocol.md): every type declares them.
+    if (eventIdSlot === undefined || timestampSlot === undefined) throw new Error(`layout.json: type ${kind} lacks event_id or timestamp`);
+    p = { kind, fields, slots, required: required.size, defaults: fields.map((f) => f.fallback), eventIdSlot, timestampSlot, lastKeys: [], lastSlots: [] };
     PLANS.set(kind, p);
   }
   return p;
@@ -296,11 +353,91 @@ function plan(kind: string): TypePlan {
 
 export type Validation = { ok: true; event: Normalized } | { ok: false; errors: FieldError[] };
 
-function randomHex32(): string {
+export function randomHex32(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   let out = "";
   for (const b of bytes) out += b.toString(16).padStart(2, "0");
   return out;
+}
+
+const NOT_OBJECT: FieldError[] = [{ field: "event", rule: "type", message: "must be a JSON object" }];
+
+/** The errors of an input that is not an event object of a known type, else null. */
+export function shapeErrors(input: unknown): FieldError[] | null {
+  if (input === null || typeof input !== "object" || Array.isArray(input)) return NOT_OBJECT.map((e) => ({ ...e }));
+  const kind = (input as Record<string, unknown>).type;
+  if (typePlan(kind) !== undefined) return null;
+  const known = Object.keys(LAYOUT.types).sort().join(", ");
+  return [{ field: "type", rule: "enum", message: `unknown event type ${JSON.stringify(kind)}; expected one of ${known}` }];
+}
+
+/**
+ * Check an event object of `plan`'s type field by field, writing each normalised value into
+ * `values` at its slot (`values` starts as `plan.defaults`). Returns the errors, or null.
+ * An absent event_id gets a fresh random id, an absent timestamp the receive time `nowMs`.
+ */
+export function validateInto(plan: TypePlan, data: Record<string, Json>, values: Value[], nowMs: number): FieldError[] | null {
+  let source = data;
+  if (plan.kind === "api_call" && "duration_ms" in source) {
+    // One request: min = max = duration (the rule the schema cannot say).
+    source = { ...data };
+    for (const bound of ["duration_min_ms", "duration_max_ms"]) {
+      if (source[bound] === undefined || source[bound] === null) source[bound] = source.duration_ms;
+    }
+  }
+  const { fields, slots } = plan;
+  let errors: FieldError[] | null = null;
+  let requiredSeen = 0;
+  let hasEventId = false;
+  let hasTimestamp = false;
+  // Senders repeat one key order per type: the key at each position is first compared with
+  // the previous event's key there (one comparison of interned strings), and the map is
+  // asked only once the order differs.
+  const { lastKeys, lastSlots } = plan;
+  let position = 0;
+  let same = true;
+  // The event's own key order (for-in over a JSON object takes V8's fast path; looking up
+  // every field name one by one does not), so errors come in the sender's order.
+  for (const key in source) {
+    let slot: number | undefined;
+    if (same && position < lastKeys.length && lastKeys[position] === key) slot = lastSlots[position];
+    else {
+      same = false;
+      slot = slots.get(key);
+    }
+    position++;
+    if (slot === undefined || slot < 0) {
+      (errors ??= []).push({ field: key, rule: "extra_forbidden", message: "Extra inputs are not permitted" });
+      continue;
+    }
+    const field = fields[slot];
+    if (field.required) requiredSeen++;
+    if (slot === plan.eventIdSlot) hasEventId = true;
+    else if (slot === plan.timestampSlot) hasTimestamp = true;
+    const result = field.check(source[key]);
+    if (result instanceof Invalid) {
+      (errors ??= []).push({ field: key, rule: result.rule, message: result.message });
+    } else if (field.currency && typeof result === "string" && !CURRENCIES.has(result)) {
+      (errors ??= []).push({ field: key, rule: "value_error", message: `Value error, '${result}' is not an ISO 4217 currency code` });
+    } else {
+      values[slot] = result as Value;
+    }
+  }
+  if (requiredSeen < plan.required) {
+    for (const field of fields) {
+      if (field.required && !Object.hasOwn(source, field.name)) (errors ??= []).push({ field: field.name, rule: "missing", message: "Field required" });
+    }
+  }
+  if (errors !== null) return errors;
+  if (!same || position !== lastKeys.length) {
+    // Only a valid event's order is kept: its keys are all field names, never a sender's
+    // arbitrary (and arbitrarily long) extra keys.
+    plan.lastKeys = Object.keys(source);
+    plan.lastSlots = plan.lastKeys.map((key) => slots.get(key) ?? -1);
+  }
+  if (!hasEventId) values[plan.eventIdSlot] = randomHex32();
+  if (!hasTimestamp) values[plan.timestampSlot] = nowMs;
+  return null;
 }
 
 /**
@@ -308,53 +445,14 @@ function randomHex32(): string {
  * event (defaults filled in, values coerced, timestamp in epoch ms truncated to the ms).
  */
 export function validateEvent(input: unknown, nowMs: number): Validation {
-  if (input === null || typeof input !== "object" || Array.isArray(input)) {
-    return { ok: false, errors: [{ field: "event", rule: "type", message: "must be a JSON object" }] };
-  }
+  const bad = shapeErrors(input);
+  if (bad !== null) return { ok: false, errors: bad };
   const data = input as Record<string, Json>;
-  const kind = data.type;
-  const spec = typeof kind === "string" && Object.hasOwn(LAYOUT.types, kind) ? LAYOUT.types[kind] : undefined;
-  if (!spec) {
-    const known = Object.keys(LAYOUT.types).sort().join(", ");
-    return { ok: false, errors: [{ field: "type", rule: "enum", message: `unknown event type ${JSON.stringify(kind)}; expected one of ${known}` }] };
-  }
-  const { fields, byName, required, template } = plan(kind as string);
-  const errors: FieldError[] = [];
-  let source: Record<string, Json> = data;
-  if (kind === "api_call" && "duration_ms" in source) {
-    // One request: min = max = duration (the rule the schema cannot say).
-    source = { ...data };
-    for (const bound of ["duration_min_ms", "duration_max_ms"]) {
-      if (source[bound] === undefined || source[bound] === null) source[bound] = source.duration_ms;
-    }
-  }
-  // Defaults first, then the event's own fields in its key order (for-in over a JSON object
-  // takes V8's fast path; looking up 25 field names one by one does not).
-  const out: Normalized = { ...template };
-  let requiredSeen = 0;
-  for (const key in source) {
-    const field = byName.get(key);
-    if (field === undefined) {
-      errors.push({ field: key, rule: "extra_forbidden", message: "Extra inputs are not permitted" });
-      continue;
-    }
-    if (field.required) requiredSeen++;
-    const result = field.check(source[key]);
-    if (result instanceof Invalid) {
-      errors.push({ field: key, rule: result.rule, message: result.message });
-    } else if (key === "currency" && typeof result === "string" && !CURRENCIES.has(result)) {
-      errors.push({ field: key, rule: "value_error", message: `Value error, '${result}' is not an ISO 4217 currency code` });
-    } else {
-      out[key] = result as Normalized[string];
-    }
-  }
-  if (requiredSeen < required) {
-    for (const field of fields) {
-      if (field.required && !Object.hasOwn(source, field.name)) errors.push({ field: field.name, rule: "missing", message: "Field required" });
-    }
-  }
-  if (!Object.hasOwn(source, "event_id")) out.event_id = randomHex32();
-  if (!Object.hasOwn(source, "timestamp")) out.timestamp = nowMs;
-  if (errors.length) return { ok: false, errors };
-  return { ok: true, event: out };
+  const plan = typePlan(data.type) as TypePlan;
+  const values = plan.defaults.slice();
+  const errors = validateInto(plan, data, values, nowMs);
+  if (errors !== null) return { ok: false, errors };
+  const event: Normalized = {};
+  for (let i = 0; i < values.length; i++) event[plan.fields[i].name] = values[i];
+  return { ok: true, event };
 }

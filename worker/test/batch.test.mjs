@@ -122,6 +122,33 @@ test("malformed JSON, a wrong shape, an unknown encoding and oversized bodies ge
   assert.equal((await recorded(mf)).points.length, 0);
 });
 
+test("gzip bodies are judged by their content, not by the size their trailer declares", async () => {
+  await recorded(mf);
+  const { gzipSync } = await import("node:zlib");
+  const gzipped = { "content-encoding": "gzip" };
+  // The trailer's ISIZE (last 4 bytes) claims 1,000 bytes; the content inflates past 5 MiB:
+  // refused (gzip's own length check fails before the limit is reached).
+  const bomb = gzipSync(Buffer.from(JSON.stringify({ batch_id: batchId(), events: [view(11, { city: " ".repeat(6 * 1024 * 1024) })] })));
+  bomb.writeUInt32LE(1000, bomb.length - 4);
+  const lying = await postBatch(mf, null, { raw: bomb, headers: gzipped });
+  assert.equal(lying.status, 400);
+  assert.equal(lying.body.error.code, "malformed_json");
+  // A small body whose trailer is wrong fails gzip's own length check.
+  const wrong = gzipSync(Buffer.from(JSON.stringify({ batch_id: batchId(), events: [view(12)] })));
+  wrong.writeUInt32LE(wrong.readUInt32LE(wrong.length - 4) + 1, wrong.length - 4);
+  const bad = await postBatch(mf, null, { raw: wrong, headers: gzipped });
+  assert.deepEqual([bad.status, bad.body.error.code], [400, "malformed_json"]);
+  const corrupt = gzipSync(Buffer.from(JSON.stringify({ batch_id: batchId(), events: [view(13)] })));
+  corrupt.fill(0xff, 12, 20);
+  const broken = await postBatch(mf, null, { raw: corrupt, headers: gzipped });
+  assert.deepEqual([broken.status, broken.body.error.code], [400, "malformed_json"]);
+  // Nothing of the refused batches is written; a good gzip body still goes through.
+  assert.equal((await recorded(mf)).points.length, 0);
+  const good = await postBatch(mf, { batch_id: batchId(), events: [view(14), view(15)] }, { gzip: true });
+  assert.deepEqual([good.status, good.body.accepted], [200, 2]);
+  assert.equal((await recorded(mf)).points.length, 2);
+});
+
 test("a 1,000-event batch goes through the queue: all written, never over 250 per invocation", async () => {
   await recorded(mf);
   const events = Array.from({ length: 1000 }, (_, i) => view(1000 + i, { city: "Berlin", position: i }));
