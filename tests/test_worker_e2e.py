@@ -16,11 +16,15 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import SECRET as COLLECTOR_SECRET
+from support import Collector
 from vector_runner import errors_json, run_batch_events, run_collect_requests
 from worker_process import recorded_points, running_worker, signed_batch_request
 
+from edgemetrics.client import Client
 from edgemetrics.enrich import salt_day
 from edgemetrics.events import Event, Job, PlayStart, Purchase, Refund, View, parse_event
+from edgemetrics.http_sink import HttpSink
 from edgemetrics.layout import encode, point_from_row
 from edgemetrics.store import DATASETS, EmbeddedStore
 
@@ -358,3 +362,39 @@ def test_worker_and_python_agree_on_generated_browser_requests(
                 for r in response.json()["rejected"]
             ]
             assert rejected == want["rejected"]
+
+
+def test_the_exporter_sends_the_worker_what_the_local_collector_stores(
+    worker_url: str, collector: Collector, tmp_path: Path
+) -> None:
+    """The real exporter (Client + HttpSink: batching, gzip, signature) ships the same
+    events to the Worker in workerd and to the local collector; the data points the Worker
+    writes equal the rows the collector stores."""
+    events = [e for e in _events() if getattr(e, "user_id", None) is None]
+    recorded_points(worker_url)
+    collector.start()
+    for url, secret in ((worker_url + "v1/batch", SECRET), (collector.url, COLLECTOR_SECRET)):
+        client = Client(HttpSink(url, secret=secret), flush_interval=0.05, max_batch=25)
+        for event in events:
+            client.track(event)
+        assert client.flush(30)
+        assert client.counters.exported == len(events)
+        client.close()
+    assert collector.stats()["inserted"] == len(events)
+    collector.stop()
+
+    got = [_as_tuple(p) for p in recorded_points(worker_url)["points"]]
+    padded = sorted(
+        (d, i, b + ("",) * (20 - len(b)), t + (0.0,) * (20 - len(t))) for d, i, b, t in got
+    )
+    store = EmbeddedStore(collector.store_path, read_only=True)
+    try:
+        stored = sorted(
+            (table, p.index1, p.blobs, p.doubles)
+            for table in DATASETS
+            for p in (point_from_row(row) for row in store.query(f"SELECT * FROM {table}"))
+        )
+    finally:
+        store.close()
+    assert len(got) == len(events)
+    assert stored == padded
