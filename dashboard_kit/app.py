@@ -36,7 +36,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edgemetrics.principal import Principal as HostPrincipal
 from edgemetrics.query import (
     AccessDenied,
     BackendError,
@@ -52,7 +51,7 @@ from edgemetrics.store import EmbeddedStore
 
 log = logging.getLogger("edgemetrics.dashboard")
 
-Authenticate = Callable[[Request], HostPrincipal | Principal | None]
+Authenticate = Callable[[Request], Principal | None]
 Titles = Callable[[Iterable[str]], Mapping[str, str]]
 
 STATIC = Path(__file__).parent / "static"
@@ -108,7 +107,7 @@ def create_dashboard(
     >>> import os, tempfile
     >>> from starlette.testclient import TestClient
     >>> store = EmbeddedStore(os.path.join(tempfile.mkdtemp(), "em.duckdb"))
-    >>> app = create_dashboard(store, authenticate=lambda r: HostPrincipal.owner())
+    >>> app = create_dashboard(store, authenticate=lambda r: Principal.owner())
     >>> TestClient(app).get("/api/card/kpi_views").json()["rows"][0]["value"]
     0.0
     """
@@ -135,13 +134,7 @@ def create_dashboard(
         return str(request.scope.get("root_path", "")).rstrip("/") + "/"
 
     def viewer(request: Request) -> Principal | None:
-        found = authenticate(request)
-        if found is None:
-            return None
-        if found.role == "owner":
-            return Principal.owner()
-        assert found.creator_id is not None
-        return Principal.creator(found.creator_id)
+        return authenticate(request)
 
     def scope_text(principal: Principal) -> str:
         return "all creators" if principal.role == "owner" else f"creator {principal.creator_id}"

@@ -110,6 +110,15 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], header: Iterable[str]) ->
             )
 
 
+def _fresh_path(path: Path) -> Path:
+    """``path``, or ``name-2.csv``, ``name-3.csv``...: an earlier export is never overwritten."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
 def export_csv(
     store: EmbeddedStore,
     before: datetime | date,
@@ -135,7 +144,7 @@ def export_csv(
             [cutoff],
         )
         if rows:
-            path = out / f"{table}-before-{stamp}.csv"
+            path = _fresh_path(out / f"{table}-before-{stamp}.csv")
             _write_csv(path, rows, rows[0].keys())
             written[table] = (path, len(rows))
     if rollups_before is not None:
@@ -146,7 +155,7 @@ def export_csv(
                 f'SELECT * FROM {table} WHERE "{column}" < ? ORDER BY "{column}"', [value]
             )
             if rows:
-                path = out / f"{table}-before-{rollup_cutoff.strftime('%Y%m%d')}.csv"
+                path = _fresh_path(out / f"{table}-before-{rollup_cutoff.strftime('%Y%m%d')}.csv")
                 _write_csv(path, rows, rows[0].keys())
                 written[table] = (path, len(rows))
     return written
@@ -172,27 +181,32 @@ def enforce_retention(
         cutoff_raw=moment - timedelta(days=raw_days),
         cutoff_rollups=moment - timedelta(days=rollup_days),
     )
-    if export_dir is not None:
-        exported = export_csv(
-            store, report.cutoff_raw, export_dir, rollups_before=report.cutoff_rollups
-        )
-        report.exported = {table: path for table, (path, _) in exported.items()}
-    raw_cutoff = _naive(report.cutoff_raw)
-    for family in FAMILIES:
-        table = dataset_name(family)
-        n = store.query(f"SELECT count(*) AS n FROM {table} WHERE timestamp < ?", [raw_cutoff])[0][
-            "n"
-        ]
-        if n:
-            store.execute(f"DELETE FROM {table} WHERE timestamp < ?", [raw_cutoff])
-        report.deleted[table] = int(n)
-    rollup_cutoff = _naive(report.cutoff_rollups)
-    for table, (column, kind) in _rollup_time_columns(store).items():
-        value: Any = rollup_cutoff.date() if kind == "DATE" else rollup_cutoff
-        n = store.query(f'SELECT count(*) AS n FROM {table} WHERE "{column}" < ?', [value])[0]["n"]
-        if n:
-            store.execute(f'DELETE FROM {table} WHERE "{column}" < ?', [value])
-        report.deleted[table] = int(n)
+    # No write may land between the export and the delete: a row inserted in between
+    # would be deleted without having been exported.
+    with store.write_lock:
+        if export_dir is not None:
+            exported = export_csv(
+                store, report.cutoff_raw, export_dir, rollups_before=report.cutoff_rollups
+            )
+            report.exported = {table: path for table, (path, _) in exported.items()}
+        raw_cutoff = _naive(report.cutoff_raw)
+        for family in FAMILIES:
+            table = dataset_name(family)
+            n = store.query(f"SELECT count(*) AS n FROM {table} WHERE timestamp < ?", [raw_cutoff])[
+                0
+            ]["n"]
+            if n:
+                store.execute(f"DELETE FROM {table} WHERE timestamp < ?", [raw_cutoff])
+            report.deleted[table] = int(n)
+        rollup_cutoff = _naive(report.cutoff_rollups)
+        for table, (column, kind) in _rollup_time_columns(store).items():
+            value: Any = rollup_cutoff.date() if kind == "DATE" else rollup_cutoff
+            n = store.query(f'SELECT count(*) AS n FROM {table} WHERE "{column}" < ?', [value])[0][
+                "n"
+            ]
+            if n:
+                store.execute(f'DELETE FROM {table} WHERE "{column}" < ?', [value])
+            report.deleted[table] = int(n)
     if rollups is not None:
         rollups.delete_before(report.cutoff_rollups.date())
     total = sum(report.deleted.values())

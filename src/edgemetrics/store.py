@@ -73,7 +73,8 @@ class EmbeddedStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path), read_only=read_only)
         self._con.execute("SET TimeZone = 'UTC'").fetchall()
-        self._write_lock = threading.Lock()
+        # Re-entrant: a maintenance job (retention) holds it across several statements.
+        self._write_lock = threading.RLock()
         self._cursor_lock = threading.Lock()
         self._local = threading.local()
         if not read_only:
@@ -171,6 +172,12 @@ class EmbeddedStore:
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         with self._write_lock:
             self._cursor().execute(sql, params or []).fetchall()
+
+    @property
+    def write_lock(self) -> threading.RLock:
+        """Held, no write lands: for work that must see a still table across statements
+        (retention exports rows, then deletes exactly those)."""
+        return self._write_lock
 
     def close(self) -> None:
         if self.retention is not None:

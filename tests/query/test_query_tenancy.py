@@ -17,7 +17,6 @@ from edgemetrics.query import (
     Filter,
     Principal,
     Query,
-    QueryError,
     TimeRange,
 )
 from edgemetrics.store import EmbeddedStore
@@ -127,7 +126,7 @@ def test_platform_health_is_owner_only(shared_store: EmbeddedStore) -> None:
 
 def test_empty_creator_id_is_refused() -> None:
     for bad in ("", "  "):
-        with pytest.raises(QueryError, match="creator_id"):
+        with pytest.raises(ValueError, match="creator_id"):
             Principal.creator(bad)
 
 

@@ -45,6 +45,7 @@ one row with ``_sample_interval = 1``; the answer still checks. If any row it re
 a sample interval above 1, ``estimated`` is true and the interval is a real one.
 """
 
+from edgemetrics.principal import Principal
 from edgemetrics.query.backends import (
     BackendAuthError,
     BackendError,
@@ -55,7 +56,7 @@ from edgemetrics.query.backends import (
     EmbeddedBackend,
 )
 from edgemetrics.query.engine import Engine
-from edgemetrics.query.model import AccessDenied, Filter, Principal, Query, QueryError, TimeRange
+from edgemetrics.query.model import AccessDenied, Filter, Query, QueryError, TimeRange
 from edgemetrics.query.result import Result, ResultRow
 from edgemetrics.query.semantic import DIMENSIONS, METRICS
 

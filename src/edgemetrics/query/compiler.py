@@ -9,7 +9,8 @@ value is a literal escaped by :func:`literal` for the dialect.
 A query becomes one or more :class:`SqlPart` statements: one per family for the summed
 components, one per quantile source. The engine merges them by their dimension keys.
 
->>> from edgemetrics.query.model import Principal, Query, TimeRange
+>>> from edgemetrics.principal import Principal
+>>> from edgemetrics.query.model import Query, TimeRange
 >>> from datetime import datetime, UTC
 >>> q = Query(("views",), ("country",), time_range=TimeRange.between(
 ...     datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)))
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from edgemetrics.query.model import AccessDenied, Filter, Principal, Query, QueryError, TimeRange
+from edgemetrics.principal import Principal
+from edgemetrics.query.model import AccessDenied, Filter, Query, QueryError, TimeRange
 from edgemetrics.query.semantic import (
     CREATOR_FAMILIES,
     DIMENSIONS,

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from edgemetrics.principal import Principal
 from edgemetrics.query.backends import Backend
 from edgemetrics.query.cache import ResultCache
 from edgemetrics.query.compiler import compile_part, plan
-from edgemetrics.query.model import Principal, Query, QueryError, TimeRange
+from edgemetrics.query.model import Query, QueryError, TimeRange
 from edgemetrics.query.result import Merger, Result
 from edgemetrics.query.rollup import RollupStore, compile_rollup_part
 

@@ -1,8 +1,10 @@
-"""Queries as data: who asks (:class:`Principal`), over which time (:class:`TimeRange`), what.
+"""Queries as data: who asks (a :class:`~edgemetrics.principal.Principal`), over which
+time (:class:`TimeRange`), what.
 
 >>> q = Query(metrics=("views",), dimensions=("country",), time_range=TimeRange.preset("7d"))
 >>> q.metrics, q.bucket, q.limit
 (('views',), None, 1000)
+>>> from edgemetrics.principal import Principal
 >>> Principal.creator("c1").scope
 'creator:c1'
 """
@@ -45,43 +47,6 @@ def zone(tz: str) -> ZoneInfo:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise QueryError(f"tz: unknown time zone {tz!r} [iana_time_zone]") from exc
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who runs a query: the platform owner (everything) or one creator (their own data).
-
-    >>> Principal.owner().scope, Principal.creator("c9").creator_id
-    ('owner', 'c9')
-    """
-
-    role: Literal["owner", "creator"]
-    creator_id: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.role == "creator":
-            if not isinstance(self.creator_id, str) or not self.creator_id.strip():
-                raise QueryError(
-                    "principal.creator_id: a creator principal needs its id [required]"
-                )
-        elif self.role == "owner":
-            if self.creator_id is not None:
-                raise QueryError("principal.creator_id: an owner has no creator id [forbidden]")
-        else:
-            raise QueryError(f"principal.role: {self.role!r} is not owner or creator [enum]")
-
-    @classmethod
-    def owner(cls) -> Principal:
-        return cls("owner")
-
-    @classmethod
-    def creator(cls, creator_id: str) -> Principal:
-        return cls("creator", creator_id)
-
-    @property
-    def scope(self) -> str:
-        """The cache scope: answers are never shared between scopes."""
-        return "owner" if self.role == "owner" else f"creator:{self.creator_id}"
 
 
 def _floor_second(t: datetime) -> datetime:

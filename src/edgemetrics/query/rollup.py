@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
+from edgemetrics.principal import Principal
 from edgemetrics.query.compiler import SqlPart, literal
-from edgemetrics.query.model import Principal, Query, QueryError
+from edgemetrics.query.model import Query, QueryError
 from edgemetrics.query.semantic import (
     CREATOR_FAMILIES,
     DIMENSIONS,
