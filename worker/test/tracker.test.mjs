@@ -285,6 +285,20 @@ test("DNT, GPC and opt-out win over consent: no session id kept, nothing sent", 
     assert.deepEqual(await storage(page), { sid: null, session: 0, local: 0 }, String(init));
     await context.close();
   }
+  // Opting out after consent and a play: the queued events are dropped and the id deleted.
+  const context = await browser.newContext({ userAgent: UA });
+  const page = await context.newPage();
+  await page.goto(`${origin}/page?consent=given`);
+  assert.match((await storage(page)).sid, /^[0-9a-f]{32}$/);
+  await waitFor(page, "document.getElementById('b').readyState >= 4");
+  await page.evaluate(() => document.getElementById("b").play());
+  await waitFor(page, "document.getElementById('b').ended");
+  await page.evaluate(() => {
+    window.edgemetricsOptOut = true;
+    window.dispatchEvent(new Event("pagehide"));
+  });
+  assert.deepEqual(await storage(page), { sid: null, session: 0, local: 0 });
+  await context.close();
   await new Promise((r) => setTimeout(r, 1000));
   assert.equal(events((await recorded(mf)).points).length, 0);
 });

@@ -113,12 +113,12 @@
 
   const send = (): void => {
     if (!queue.length) return;
+    const id = session(); // when opted out meanwhile, this deletes a kept id
     // Opting out after a play drops what is still queued.
     if (optedOut()) {
       queue = [];
       return;
     }
-    const id = session();
     const now = Date.now();
     const tz = (() => {
       try {
