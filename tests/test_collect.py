@@ -128,6 +128,71 @@ def test_refusals_cors_dnt_bots_purchase_limits(served: tuple[str, EmbeddedStore
     assert store.query("SELECT count(*) AS n FROM edgemetrics_commerce")[0]["n"] == 0
 
 
+SID_TAB1 = "5d1c0e9a7b3f4a2c8e6d0f1b9a7c5e3d"
+SID_TAB2 = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+
+def _post_body(url: str, body: dict[str, Any]) -> httpx.Response:
+    headers = {"origin": ORIGIN, "user-agent": UA, "content-type": "text/plain;charset=UTF-8"}
+    return httpx.post(url + "/v1/collect", content=json.dumps(body), headers=headers, timeout=10)
+
+
+def test_consent_mode_counts_sessions_by_the_browser_session_id(
+    served: tuple[str, EmbeddedStore], tmp_path: Path
+) -> None:
+    """Two tabs of one browser (same IP and UA) are two sessions only in consent mode."""
+    url, store = served
+    view = {"type": "view", "content_id": "v1", "creator_id": "c1"}
+    # Cookieless: the two tabs share the visitor hash, so one session.
+    for _ in range(2):
+        assert _post(url, [view]).json()["accepted"] == 1
+    cookieless = _rows(store)
+    assert [r[COL["new_session"]] for r in cookieless] == [1.0, 0.0]
+    assert cookieless[0][COL["session_id"]] == cookieless[1][COL["session_id"]]
+    # Consent given: each tab's session id is its own session, and a tab keeps its session.
+    for sid in (SID_TAB1, SID_TAB2, SID_TAB1):
+        body = {"events": [{**view, "session_id": sid}], "consent": "given"}
+        assert _post_body(url, body).json() == {"accepted": 1, "rejected": []}
+    consent = _rows(store)[2:]
+    assert [r[COL["new_session"]] for r in consent] == [1.0, 1.0, 0.0]
+    assert [r[COL["new_visitor"]] for r in consent] == [0.0, 0.0, 0.0]
+    ids = [r[COL["session_id"]] for r in consent]
+    assert ids[0] == ids[2] and len({ids[0], ids[1], cookieless[0][COL["session_id"]]}) == 3
+    # The browser's id is stored nowhere: not in a cell, not in the file.
+    assert all(
+        SID_TAB1 not in str(v) and SID_TAB2 not in str(v) for r in consent for v in r.values()
+    )
+    data = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.is_file())
+    assert SID_TAB1.encode() not in data and SID_TAB2.encode() not in data
+
+
+def test_session_id_refused_without_consent_and_when_malformed(
+    served: tuple[str, EmbeddedStore],
+) -> None:
+    url, store = served
+    view = {"type": "view", "content_id": "v1"}
+    without = _post_body(url, {"events": [{**view, "session_id": SID_TAB1}, view]})
+    assert without.json()["accepted"] == 1
+    assert without.json()["rejected"][0]["errors"][0] == {
+        "field": "session_id",
+        "rule": "browser_field",
+        "message": 'set by the collector unless the request says "consent": "given"',
+    }
+    bad = _post_body(
+        url, {"events": [{**view, "session_id": "ada@example.com"}], "consent": "given"}
+    )
+    assert [e["rule"] for e in bad.json()["rejected"][0]["errors"]] == ["browser_session"]
+    # DNT and GPC win over consent.
+    for header in ("dnt", "sec-gpc"):
+        refused = httpx.post(
+            url + "/v1/collect",
+            content=json.dumps({"events": [{**view, "session_id": SID_TAB1}], "consent": "given"}),
+            headers={"origin": ORIGIN, "user-agent": UA, header: "1"},
+        )
+        assert refused.status_code == 204
+    assert len(_rows(store)) == 1
+
+
 def test_tracker_js_is_served(served: tuple[str, EmbeddedStore]) -> None:
     url, _ = served
     response = httpx.get(url + "/tracker.js")

@@ -47,3 +47,7 @@ def test_vectors_cover_rejections_coercions_and_uniqueness() -> None:
     assert {"missing", "extra_forbidden", "value_error", "browser_type", "browser_field"} <= rules
     assert {"string_pattern_mismatch", "int_from_float", "bool_parsing", "float_parsing"} <= rules
     assert {(1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)} <= doubles
+    # Consent mode: a malformed or second browser session id, a new session without a new
+    # visitor (another tab), a new visitor without a new session (the tab changed network).
+    assert "browser_session" in rules
+    assert {(1.0, 0.0, 1.0), (0.0, 1.0, 0.0)} <= doubles

@@ -4,7 +4,9 @@ The same rules as the Worker's ``/v1/collect`` (``worker/src/collect.ts``; the e
 are in ``docs/ingest-protocol.md``): content events only, an origin allowlist, size limits,
 bots dropped, DNT and GPC honoured, user agent and referrer reduced to labels, cookieless
 visitor uniqueness decided before the write. The IP address and the User-Agent are used
-only inside the visitor hash and are never stored.
+only inside the visitor hash and are never stored. In consent mode (``"consent": "given"``
+in the body) each event may carry the tracker's browser session id, which then decides
+sessions instead of the visitor hash; it is hashed, never stored as sent.
 
 Mount the routes into the local collector (or any Starlette app):
 
@@ -37,8 +39,11 @@ from edgemetrics.enrich import (
     MemoryVisitorStore,
     classify_user_agent,
     decide,
+    decide_session,
     is_bot,
+    is_browser_session,
     referrer_source,
+    session_key,
     visitor_hash,
 )
 from edgemetrics.events import Event, InvalidEvent, parse_event
@@ -121,7 +126,44 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
-def _browser_errors(event: Any) -> list[dict[str, str]]:
+class _RequestSession:
+    """The one browser session id a consent-mode request may carry (the first well-formed)."""
+
+    def __init__(self, consent: bool) -> None:
+        self.consent = consent
+        self.id: str | None = None
+
+    def check(self, value: Any) -> list[dict[str, str]]:
+        if not self.consent:
+            return [
+                {
+                    "field": "session_id",
+                    "rule": "browser_field",
+                    "message": 'set by the collector unless the request says "consent": "given"',
+                }
+            ]
+        if not is_browser_session(value):
+            return [
+                {
+                    "field": "session_id",
+                    "rule": "browser_session",
+                    "message": "must be 32 lowercase hex digits (the tracker's random session id)",
+                }
+            ]
+        if self.id is None:
+            self.id = value
+        elif value != self.id:
+            return [
+                {
+                    "field": "session_id",
+                    "rule": "browser_session",
+                    "message": "one browser session id per request",
+                }
+            ]
+        return []
+
+
+def _browser_errors(event: Any, session: _RequestSession) -> list[dict[str, str]]:
     if not isinstance(event, dict):
         return [{"field": "event", "rule": "type", "message": "must be a JSON object"}]
     if event.get("type") not in BROWSER_TYPES:
@@ -141,8 +183,10 @@ def _browser_errors(event: Any) -> list[dict[str, str]]:
             "message": "set by the collector, not by the browser",
         }
         for key in event
-        if key not in BROWSER_FIELDS
+        if key not in BROWSER_FIELDS and key != "session_id"
     ]
+    if "session_id" in event:
+        errors.extend(session.check(event["session_id"]))
     if "age_ms" in event:
         age = event["age_ms"]
         if isinstance(age, bool) or not isinstance(age, int | float) or age != age:
@@ -228,18 +272,23 @@ def collect_events(
     agent = classify_user_agent(user_agent)
     country, city = _geo(country, city)
     site = (urlsplit(origin).hostname or "").lower()
+    # Only the exact string turns consent mode on; anything else is cookieless.
+    session = _RequestSession(body.get("consent") == "given")
 
-    valid: list[tuple[int, Event]] = []
+    # (index, event, whether it carried the browser session id)
+    valid: list[tuple[int, Event, bool]] = []
     rejected: list[dict[str, Any]] = []
     for index, raw in enumerate(events):
         event_id = raw.get("event_id") if isinstance(raw, dict) else None
         event_id = event_id if isinstance(event_id, str) else None
-        errors = _browser_errors(raw)
+        errors = _browser_errors(raw, session)
         if errors:
             rejected.append({"index": index, "event_id": event_id, "errors": errors})
             continue
         data = dict(raw)
         age = data.pop("age_ms", 0)
+        # The browser's id never reaches the event: the session id is decided below.
+        carried = data.pop("session_id", None) is not None
         # Milliseconds (a number over 2e10 reads as ms), so no float rounding creeps in.
         data.update(
             timestamp=now_ms - int(age // 1),
@@ -253,7 +302,7 @@ def collect_events(
             referrer_source=source,
         )
         try:
-            valid.append((index, parse_event(data)))
+            valid.append((index, parse_event(data), carried))
         except InvalidEvent as exc:
             rejected.append(
                 {
@@ -268,16 +317,23 @@ def collect_events(
         with visitors.lock:
             visitor = visitor_hash(visitors.salt(now_ms), site, ip, user_agent)
             state = visitors.get(visitor, now_ms)
-            for index, event in valid:
+            consented = session.id is not None and any(c for _, _, c in valid)
+            key = session_key(site, session.id) if consented and session.id else None
+            browser = visitors.get_session(key, now_ms) if key is not None else None
+            for index, event, carried in valid:
                 stamp = round(event.timestamp.timestamp() * 1000)
                 content_id = getattr(event, "content_id", "")
                 state, unique = decide(state, visitor, event.type, content_id, stamp)
+                sid, new_session = unique.session_id, unique.new_session
+                if carried and key is not None:
+                    # Consent mode: the browser's session decides sessions, not the hash.
+                    browser, sid, new_session = decide_session(browser, key, stamp)
                 enriched = event.model_copy(
                     update={
-                        "session_id": unique.session_id,
+                        "session_id": sid,
                         "unique_view": unique.unique_view,
                         "new_visitor": unique.new_visitor,
-                        "new_session": unique.new_session,
+                        "new_session": new_session,
                     }
                 )
                 try:
@@ -294,6 +350,8 @@ def collect_events(
                     )
             if state is not None:  # always set: ``valid`` is not empty
                 visitors.put(visitor, state, now_ms)
+            if key is not None and browser is not None:
+                visitors.put_session(key, browser, now_ms)
     rejected.sort(key=lambda r: int(r["index"]))
     return points, rejected
 
@@ -354,7 +412,8 @@ def routes(store: PointWriter, settings: CollectSettings) -> list[Route]:
             return _error(
                 400,
                 "bad_shape",
-                'the body must be {"events": [...], "url"?: string, "referrer"?: string}',
+                'the body must be {"events": [...], "url"?: string, "referrer"?: string, '
+                '"consent"?: "given"}',
                 cors,
             )
         if len(body["events"]) > COLLECT_MAX_EVENTS:

@@ -16,6 +16,10 @@ site | IP | User-Agent)``. The salt is random per UTC day and deleted after 48 h
 hash cannot be linked to the next day's or reversed once the salt is gone. IP and User-Agent
 are used only inside the hash and never stored.
 
+In consent mode (the page recorded consent; the tracker keeps a random session id in
+``sessionStorage``), sessions are counted by that browser session id instead
+(:func:`decide_session`); visitors and unique views still come from the daily hash.
+
 >>> classify_user_agent(
 ...     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
 ...     "Chrome/126.0.0.0 Safari/537.36")[:3]
@@ -132,6 +136,11 @@ SESSION_TIMEOUT_MS = 30 * 60 * 1000
 SALT_TTL_S = 48 * 3600
 MAX_VIEWED = 1000
 LABEL_MAX = 64
+# A consent-mode session id as the tracker makes it: 128 random bits in lowercase hex.
+BROWSER_SESSION_PATTERN = "^[0-9a-f]{32}$"
+# A browser session's state is needed for 30 minutes after its last event; events may be up
+# to an hour old when they arrive, hence the margin.
+SESSION_STATE_TTL_S = SESSION_TIMEOUT_MS // 1000 + 3600
 
 
 class UserAgent(NamedTuple):
@@ -364,12 +373,78 @@ def decide(
     return state, Uniqueness(sid, unique_view, new_visitor, new_session)
 
 
-class MemoryVisitorStore:
-    """Daily salts and visitor states in process memory, for the local collector.
+def is_browser_session(value: object) -> bool:
+    """Whether ``value`` is a well-formed consent-mode session id (32 lowercase hex digits).
 
-    The Worker keeps the same two things in KV with expiry (salt: 48 h; visitor state: until
-    the end of its salt's day). Here they live as long as the process; salts older than
-    48 hours and states of past days are deleted on each access.
+    >>> is_browser_session("0123456789abcdef" * 2), is_browser_session("ada@example.com")
+    (True, False)
+    """
+    return isinstance(value, str) and re.fullmatch(BROWSER_SESSION_PATTERN, value) is not None
+
+
+def session_key(site: str, browser_session: str) -> str:
+    """Where a consent-mode session's state is filed: 32 hex digits of SHA-256(site|id).
+
+    The browser's id itself is never stored, neither as a key nor in a data point.
+
+    >>> len(session_key("app.example.com", "0123456789abcdef" * 2))
+    32
+    """
+    return hashlib.sha256(f"{site}|{browser_session}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class SessionState:
+    """What is remembered about one consent-mode browser session: its start and last event.
+
+    >>> SessionState.from_json(SessionState(1, 2).to_json())
+    SessionState(session_start=1, last_seen=2)
+    """
+
+    session_start: int
+    last_seen: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"s": self.session_start, "l": self.last_seen}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionState:
+        return cls(int(data["s"]), int(data["l"]))
+
+
+def decide_session(
+    state: SessionState | None, key: str, now_ms: int
+) -> tuple[SessionState, str, bool]:
+    """Apply one consent-mode event to its browser session: (state, session id, new session).
+
+    The first event of a browser session id starts a session; so does an event more than 30
+    minutes after the session's last one (the same timeout as cookieless sessions). The
+    stored session id is derived from ``key`` and the start, never the browser's id.
+
+    >>> state, sid, new = decide_session(None, "k" * 32, 1_000)
+    >>> new, decide_session(state, "k" * 32, 2_000)[1:] == (sid, False)
+    (True, True)
+    >>> decide_session(state, "k" * 32, 2_000 + 31 * 60_000)[2]
+    True
+    """
+    new_session = False
+    if state is None:
+        state = SessionState(session_start=now_ms, last_seen=now_ms)
+        new_session = True
+    elif now_ms - state.last_seen > SESSION_TIMEOUT_MS:
+        state.session_start = now_ms
+        new_session = True
+    state.last_seen = max(state.last_seen, now_ms)
+    return state, session_id(key, state.session_start), new_session
+
+
+class MemoryVisitorStore:
+    """Daily salts, visitor and consent-mode session states in memory, for the local collector.
+
+    The Worker keeps the same things in KV with expiry (salt: 48 h; visitor state: until the
+    end of its salt's day; session state: 90 minutes after its last event). Here they live as
+    long as the process; salts older than 48 hours, states of past days and idle session
+    states are deleted on each access.
 
     >>> store = MemoryVisitorStore()
     >>> store.salt(0) == store.salt(1000)
@@ -383,6 +458,7 @@ class MemoryVisitorStore:
             start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
             self._salts[day] = (salt, int(start.timestamp()) * 1000)
         self._states: dict[str, tuple[str, VisitorState]] = {}
+        self._sessions: dict[str, SessionState] = {}
         self.lock = threading.Lock()
 
     def salt(self, now_ms: int) -> str:
@@ -405,6 +481,23 @@ class MemoryVisitorStore:
     def put(self, visitor: str, state: VisitorState, now_ms: int) -> None:
         self._states[visitor] = (salt_day(now_ms), state)
 
+    def get_session(self, key: str, now_ms: int) -> SessionState | None:
+        """A consent-mode session's state; states idle past their TTL are deleted first.
+
+        >>> store = MemoryVisitorStore()
+        >>> store.put_session("k", SessionState(0, 0), 0)
+        >>> store.get_session("k", 60_000), store.get_session("k", 10**9)
+        (SessionState(session_start=0, last_seen=0), None)
+        """
+        for old, state in list(self._sessions.items()):
+            if now_ms - state.last_seen > SESSION_STATE_TTL_S * 1000:
+                del self._sessions[old]
+        return self._sessions.get(key)
+
+    def put_session(self, key: str, state: SessionState, now_ms: int) -> None:
+        """Keep a consent-mode session's state (the Worker keeps it in KV with the same TTL)."""
+        self._sessions[key] = state
+
 
 def export() -> dict[str, Any]:
     """The rule tables as JSON data for the Worker.
@@ -423,6 +516,8 @@ def export() -> dict[str, Any]:
         "session_timeout_ms": SESSION_TIMEOUT_MS,
         "salt_ttl_s": SALT_TTL_S,
         "max_viewed": MAX_VIEWED,
+        "browser_session_pattern": BROWSER_SESSION_PATTERN,
+        "session_state_ttl_s": SESSION_STATE_TTL_S,
     }
 
 

@@ -38,6 +38,9 @@ GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.
 ORIGIN = "https://app.example.com"
 NOW = 1_795_600_000_000  # 2026-11-25T08:26:40Z
 MIN = 60_000
+# Consent-mode browser session ids as the tracker makes them (32 lowercase hex digits).
+SID_A = "0f3a9c4e7b2d4f1a8c6e0b9d3a7f5e21"
+SID_B = "c0ffee00deadbeef0123456789abcdef"
 
 BATCH_CASES: dict[str, list[Any]] = {
     "batch_valid": [
@@ -450,14 +453,16 @@ def _req(
     referrer: str = "https://www.google.de/search?q=cats",
     headers: dict[str, str] | None = None,
     raw: str | None = None,
+    consent: Any = None,
 ) -> dict[str, Any]:
     h = {"user-agent": ua, "content-type": "text/plain;charset=UTF-8"}
     if origin is not None:
         h["origin"] = origin
     h.update(headers or {})
-    body = (
-        raw if raw is not None else json.dumps({"events": events, "url": url, "referrer": referrer})
-    )
+    fields: dict[str, Any] = {"events": events, "url": url, "referrer": referrer}
+    if consent is not None:
+        fields["consent"] = consent
+    body = raw if raw is not None else json.dumps(fields)
     # Both keys always: Miniflare fills missing request.cf keys with its own sample values.
     geo = {
         "country": "",
@@ -572,6 +577,85 @@ COLLECT_CASES: dict[str, dict[str, Any]] = {
             _req(NOW, None, raw='{"events": 5}'),
             _req(NOW, [_media("view")] * 51),
             _req(NOW, None, raw=json.dumps({"events": [_media("view")], "pad": "x" * 17000})),
+        ],
+    },
+    # Consent mode: the tracker's browser session id decides sessions (new_session and the
+    # stored session id); visitors and unique views still come from the daily hash.
+    "collect_consent": {
+        "salts": {"2026-11-25": "55" * 32},
+        "requests": [
+            # First contact in consent mode: new visitor, new session.
+            _req(
+                NOW,
+                [
+                    _media("view", session_id=SID_A, age_ms=500),
+                    _media("play_start", session_id=SID_A, age_ms=500),
+                ],
+                consent="given",
+            ),
+            # A second tab of the same browser (same IP and UA, so the same visitor hash)
+            # five minutes later: its own session. Cookieless would call it the same one.
+            _req(
+                NOW + 5 * MIN,
+                [_media("view", "video-2", session_id=SID_B)],
+                consent="given",
+            ),
+            # The first tab after a network change (another IP, so another visitor hash):
+            # still the first session, not a new one.
+            _req(
+                NOW + 10 * MIN,
+                [_media("pause", position=60, session_id=SID_A)],
+                ip="203.0.113.50",
+                consent="given",
+            ),
+            # Forty minutes idle: the same browser session id starts a new session.
+            _req(NOW + 50 * MIN, [_media("resume", session_id=SID_A)], consent="given"),
+            # Consent given but an event without the id: that event is counted cookieless.
+            _req(
+                NOW + 51 * MIN,
+                [
+                    _media("abandon", position=90),
+                    _media("watch_time", watch_time=3, session_id=SID_A),
+                ],
+                consent="given",
+            ),
+            # Without "consent": "given" a session id is refused per event, as before; the
+            # other events of the request count.
+            _req(
+                NOW + 52 * MIN,
+                [_media("view", "video-3", session_id=SID_A), _media("view", "video-3")],
+            ),
+            _req(NOW + 52 * MIN, [_media("view", "video-4", session_id=SID_A)], consent="yes"),
+            _req(NOW + 52 * MIN, [_media("view", "video-4", session_id=SID_A)], consent=True),
+            # Malformed ids, and a second id in one request (the first well-formed one,
+            # even on an event refused for another field, is the request's session).
+            _req(
+                NOW + 53 * MIN,
+                [
+                    _media("view", session_id=SID_A.upper()),
+                    _media("view", session_id=SID_A[:31]),
+                    _media("view", session_id="ada@example.com"),
+                    _media("view", session_id=12345),
+                    _media("view", session_id=None),
+                    _media("view", session_id=SID_B, country="FR"),
+                    _media("view", session_id=SID_A),
+                    _media("view", "video-5", session_id=SID_B),
+                ],
+                consent="given",
+            ),
+            # DNT and GPC win over consent: nothing read, nothing written.
+            _req(
+                NOW + 54 * MIN,
+                [_media("view", session_id=SID_A)],
+                headers={"dnt": "1"},
+                consent="given",
+            ),
+            _req(
+                NOW + 54 * MIN,
+                [_media("view", session_id=SID_A)],
+                headers={"sec-gpc": "1"},
+                consent="given",
+            ),
         ],
     },
     # Personal data from a page: in ids (refused), in the page URL and referrer (never

@@ -1,6 +1,20 @@
 // POST /v1/collect: public browser endpoint (rules: docs/ingest-protocol.md, "/v1/collect").
 import { encodeEvent, LimitError, type Point } from "./encode";
-import { classifyUserAgent, decide, isBot, referrerSource, SALT_TTL_S, saltDay, visitorHash, type VisitorState } from "./enrich";
+import {
+  classifyUserAgent,
+  decide,
+  decideSession,
+  isBot,
+  isBrowserSession,
+  referrerSource,
+  SALT_TTL_S,
+  saltDay,
+  SESSION_STATE_TTL_S,
+  sessionKey,
+  visitorHash,
+  type SessionState,
+  type VisitorState,
+} from "./enrich";
 import { errorResponse, json, type Env, type Invocation } from "./env";
 import type { Rejection } from "./batch";
 import { validateEvent, type FieldError, type Normalized } from "./validate";
@@ -62,7 +76,23 @@ async function dailySalt(env: Env, now: number): Promise<string> {
   return salt;
 }
 
-function browserErrors(event: unknown): FieldError[] {
+// The one browser session id a consent-mode request may carry: the first well-formed one.
+interface RequestSession {
+  consent: boolean;
+  id: string | null;
+}
+
+function sessionErrors(value: unknown, session: RequestSession): FieldError[] {
+  if (!session.consent) return [{ field: "session_id", rule: "browser_field", message: 'set by the collector unless the request says "consent": "given"' }];
+  if (!isBrowserSession(value)) {
+    return [{ field: "session_id", rule: "browser_session", message: "must be 32 lowercase hex digits (the tracker's random session id)" }];
+  }
+  if (session.id === null) session.id = value;
+  else if (value !== session.id) return [{ field: "session_id", rule: "browser_session", message: "one browser session id per request" }];
+  return [];
+}
+
+function browserErrors(event: unknown, session: RequestSession): FieldError[] {
   if (event === null || typeof event !== "object" || Array.isArray(event)) {
     return [{ field: "event", rule: "type", message: "must be a JSON object" }];
   }
@@ -72,8 +102,9 @@ function browserErrors(event: unknown): FieldError[] {
   }
   const errors: FieldError[] = [];
   for (const key of Object.keys(e)) {
-    if (!BROWSER_FIELDS.has(key)) errors.push({ field: key, rule: "browser_field", message: "set by the collector, not by the browser" });
+    if (!BROWSER_FIELDS.has(key) && key !== "session_id") errors.push({ field: key, rule: "browser_field", message: "set by the collector, not by the browser" });
   }
+  if ("session_id" in e) errors.push(...sessionErrors(e.session_id, session));
   if ("age_ms" in e) {
     const age = e.age_ms;
     if (typeof age !== "number" || !Number.isFinite(age)) errors.push({ field: "age_ms", rule: "float_type", message: "Input should be a valid number" });
@@ -116,9 +147,9 @@ export async function handleCollect(request: Request, env: Env, inv: Invocation,
     return errorResponse(400, "malformed_json", `the body is not valid JSON: ${(err as Error).message}`, cors);
   }
   if (data === null || typeof data !== "object" || !Array.isArray((data as { events?: unknown }).events)) {
-    return errorResponse(400, "bad_shape", 'the body must be {"events": [...], "url"?: string, "referrer"?: string}', cors);
+    return errorResponse(400, "bad_shape", 'the body must be {"events": [...], "url"?: string, "referrer"?: string, "consent"?: "given"}', cors);
   }
-  const body = data as { events: unknown[]; url?: unknown; referrer?: unknown };
+  const body = data as { events: unknown[]; url?: unknown; referrer?: unknown; consent?: unknown };
   if (body.events.length > COLLECT_MAX_EVENTS) {
     return errorResponse(413, "too_many_events", `${body.events.length} events; the limit is ${COLLECT_MAX_EVENTS}`, cors);
   }
@@ -128,18 +159,22 @@ export async function handleCollect(request: Request, env: Env, inv: Invocation,
   const country = typeof geo.country === "string" && /^[A-Z]{2}$/.test(geo.country) && geo.country !== "XX" && geo.country !== "T1" ? geo.country : null;
   const city = typeof geo.city === "string" && geo.city.trim() ? [...geo.city.trim()].slice(0, 64).join("") : null;
   const site = new URL(origin as string).hostname;
+  // Only the exact string turns consent mode on; anything else is cookieless.
+  const session: RequestSession = { consent: body.consent === "given", id: null };
 
-  const valid: [number, Normalized][] = [];
+  // [index, event, whether it carried the browser session id]
+  const valid: [number, Normalized, boolean][] = [];
   const rejected: Rejection[] = [];
   for (let i = 0; i < body.events.length; i++) {
     const raw = body.events[i];
     const id = raw && typeof raw === "object" && typeof (raw as Record<string, unknown>).event_id === "string" ? ((raw as Record<string, unknown>).event_id as string) : null;
-    const pre = browserErrors(raw);
+    const pre = browserErrors(raw, session);
     if (pre.length) {
       rejected.push({ index: i, event_id: id, errors: pre });
       continue;
     }
-    const { age_ms: age, ...event } = raw as Record<string, unknown>;
+    // The browser's id never reaches the event: the session id is decided below.
+    const { age_ms: age, session_id: carried, ...event } = raw as Record<string, unknown>;
     const result = validateEvent(
       {
         ...event,
@@ -157,7 +192,7 @@ export async function handleCollect(request: Request, env: Env, inv: Invocation,
       inv.now,
     );
     if (!result.ok) rejected.push({ index: i, event_id: id, errors: result.errors });
-    else valid.push([i, result.event]);
+    else valid.push([i, result.event, carried !== undefined]);
   }
 
   const points: Point[] = [];
@@ -167,10 +202,21 @@ export async function handleCollect(request: Request, env: Env, inv: Invocation,
     const key = `seen:${visitor}`;
     const stored = await env.EDGEMETRICS_STATE.get(key);
     let state: VisitorState | null = stored === null ? null : (JSON.parse(stored) as VisitorState);
-    for (const [index, event] of valid) {
+    const consented = session.id !== null && valid.some(([, , c]) => c);
+    const sessKey = consented ? await sessionKey(site, session.id as string) : null;
+    const sessStored = sessKey === null ? null : await env.EDGEMETRICS_STATE.get(`session:${sessKey}`);
+    let browser: SessionState | null = sessStored === null ? null : (JSON.parse(sessStored) as SessionState);
+    for (const [index, event, carried] of valid) {
       const [next, u] = await decide(state, visitor, event.type as string, event.content_id as string, event.timestamp as number);
       state = next;
       Object.assign(event, u);
+      if (carried && sessKey !== null) {
+        // Consent mode: the browser's session decides sessions, not the visitor hash.
+        const [nextSession, sid, isNew] = await decideSession(browser, sessKey, event.timestamp as number);
+        browser = nextSession;
+        event.session_id = sid;
+        event.new_session = isNew;
+      }
       try {
         points.push(await encodeEvent(event));
       } catch (err) {
@@ -186,6 +232,13 @@ export async function handleCollect(request: Request, env: Env, inv: Invocation,
       await env.EDGEMETRICS_STATE.put(key, JSON.stringify(state), { expirationTtl: ttl });
     } catch (err) {
       console.warn("edgemetrics: visitor state not saved", err);
+    }
+    if (sessKey !== null && browser !== null) {
+      try {
+        await env.EDGEMETRICS_STATE.put(`session:${sessKey}`, JSON.stringify(browser), { expirationTtl: SESSION_STATE_TTL_S });
+      } catch (err) {
+        console.warn("edgemetrics: session state not saved", err);
+      }
     }
   }
   rejected.sort((a, b) => a.index - b.index);

@@ -21,6 +21,8 @@ const REF_PREFIXES: Record<string, string> = rules.referrer_prefixes;
 export const SESSION_TIMEOUT_MS: number = rules.session_timeout_ms;
 export const SALT_TTL_S: number = rules.salt_ttl_s;
 const MAX_VIEWED: number = rules.max_viewed;
+const BROWSER_SESSION = new RegExp(rules.browser_session_pattern);
+export const SESSION_STATE_TTL_S: number = rules.session_state_ttl_s;
 const LABEL_MAX = 64;
 
 export function isBot(ua: string): boolean {
@@ -166,4 +168,33 @@ export async function decide(
     if (state.v.length > MAX_VIEWED) state.v.splice(0, state.v.length - MAX_VIEWED);
   }
   return [state, { session_id: await sessionId(visitor, state.s), unique_view: uniqueView, new_visitor: newVisitor, new_session: newSession }];
+}
+
+/** A well-formed consent-mode session id: what the tracker makes (128 random bits, hex). */
+export function isBrowserSession(value: unknown): value is string {
+  return typeof value === "string" && BROWSER_SESSION.test(value);
+}
+
+/** Where a consent-mode session's state is filed; the browser's id itself is never stored. */
+export function sessionKey(site: string, browserSession: string): Promise<string> {
+  return sha256Hex(`${site}|${browserSession}`, 32);
+}
+
+export interface SessionState {
+  s: number; // session start (ms)
+  l: number; // last event (ms)
+}
+
+/** Apply one consent-mode event to its browser session (the rules of enrich.decide_session). */
+export async function decideSession(state: SessionState | null, key: string, nowMs: number): Promise<[SessionState, string, boolean]> {
+  let newSession = false;
+  if (state === null) {
+    state = { s: nowMs, l: nowMs };
+    newSession = true;
+  } else if (nowMs - state.l > SESSION_TIMEOUT_MS) {
+    state.s = nowMs;
+    newSession = true;
+  }
+  state.l = Math.max(state.l, nowMs);
+  return [state, await sessionId(key, state.s), newSession];
 }

@@ -125,6 +125,40 @@ test("enrichment: geo from request.cf, UA labels, referrer source; the IP, UA an
   }
 });
 
+test("consent mode: the browser session id decides sessions, is kept hashed in KV for 90 minutes and stored nowhere", async () => {
+  await recorded(mf);
+  const kv = await mf.getKVNamespace("EDGEMETRICS_STATE");
+  const tab1 = "9a8b7c6d5e4f30211203f4e5d6c7b8a9";
+  const tab2 = "00112233445566778899aabbccddeeff";
+  // Two tabs of one browser (same IP and UA): two sessions; the first tab keeps its own.
+  for (const sid of [tab1, tab2, tab1]) {
+    const res = await send([{ ...view("consent-1"), session_id: sid }], {}, { consent: "given" });
+    assert.deepEqual(await res.json(), { accepted: 1, rejected: [] });
+  }
+  const points = (await recorded(mf)).points;
+  // doubles: sample_rate timestamp ... unique_view(6) new_visitor(7) new_session(8)
+  assert.deepEqual(points.map((p) => p.doubles[8]), [1, 1, 0]);
+  assert.equal(points[0].blobs[4], points[2].blobs[4]);
+  assert.notEqual(points[0].blobs[4], points[1].blobs[4]);
+  const sessions = (await kv.list({ prefix: "session:" })).keys;
+  assert.equal(sessions.length, 2);
+  for (const k of sessions) {
+    const left = k.expiration - Date.now() / 1000;
+    assert.ok(left > 5300 && left <= 5400, `session state expires in ${left} s`);
+  }
+  for (const k of (await kv.list()).keys) {
+    const value = (await kv.get(k.name)) ?? "";
+    for (const sid of [tab1, tab2]) assert.ok(!k.name.includes(sid) && !value.includes(sid), `KV ${k.name} holds a browser session id`);
+  }
+  for (const sid of [tab1, tab2]) assert.ok(!JSON.stringify(points).includes(sid));
+  // Without "consent": "given" the id is refused per event, as before; DNT still wins.
+  const refused = await (await send([{ ...view(), session_id: tab1 }, view()])).json();
+  assert.equal(refused.accepted, 1);
+  assert.deepEqual(refused.rejected[0].errors.map((e) => [e.field, e.rule]), [["session_id", "browser_field"]]);
+  assert.equal((await send([{ ...view(), session_id: tab1 }], { dnt: "1" }, { consent: "given" })).status, 204);
+  assert.equal((await recorded(mf)).points.length, 1);
+});
+
 test("when KV refuses a write the events are still written (only uniqueness precision suffers)", async () => {
   await recorded(mf);
   const res = await send([view("kv-1")], { "x-test-kv-put-fails": "1" });

@@ -5,6 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { existsSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { chromium } from "playwright-core";
 import { recorded, startWorker, waitForPoints } from "./harness.mjs";
 
@@ -38,12 +39,13 @@ before(async () => {
   server = createServer((req, res) => {
     const path = new URL(req.url, "http://x").pathname;
     if (path === "/" || path === "/page") {
+      const consent = new URL(req.url, "http://x").searchParams.get("consent");
       res.writeHead(200, { "content-type": "text/html" });
       res.end(`<!doctype html><html><body>
         <audio id="a" data-em-content="tone-1" data-em-creator="c1" src="/tone.wav" preload="auto"></audio>
         <audio id="b" data-em-content="tone-short" data-em-creator="c1" src="/short.wav" preload="auto"></audio>
         <video id="plain" src="/short.wav"></video>
-        <script src="${workerUrl}tracker.js" data-endpoint="${workerUrl}v1/collect"></script>
+        <script src="${workerUrl}tracker.js" data-endpoint="${workerUrl}v1/collect"${consent ? ` data-consent="${consent}"` : ""}></script>
       </body></html>`);
       return;
     }
@@ -178,6 +180,125 @@ test("opt-out flag, Do Not Track and a broken transport: nothing sent, nothing t
     assert.deepEqual(pageErrors, [], String(init));
     await context.close();
   }
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(events((await recorded(mf)).points).length, 0);
+});
+
+const sha = (text, digits) => createHash("sha256").update(text).digest("hex").slice(0, digits);
+// What the collector stores for a consent-mode session: derived from the browser's id and the
+// session's first event, never the id itself (docs/ingest-protocol.md).
+const consentSession = (sid, start) => sha(`${sha(`127.0.0.1|${sid}`, 32)}|${start}`, 16);
+const storage = (page) => page.evaluate(() => ({ sid: sessionStorage.getItem("edgemetrics_sid"), session: sessionStorage.length, local: localStorage.length }));
+// Play the short file to its end, then send as on leaving (pagehide) without leaving.
+async function playShort(page) {
+  await waitFor(page, "document.getElementById('b').readyState >= 4");
+  await page.evaluate(() => document.getElementById("b").play());
+  await waitFor(page, "document.getElementById('b').ended");
+  await page.evaluate(() => window.dispatchEvent(new Event("pagehide")));
+  // The 15 s timer may have sent part of it before: wait for the last event, then a moment
+  // for any earlier beacon the Worker finished later.
+  await waitForPoints(mf, 1, 15000, (p) => p.dataset === "edgemetrics_content" && p.blobs[0] === "complete");
+  await new Promise((r) => setTimeout(r, 300));
+  return (await recorded(mf)).points
+    .filter((p) => p.dataset === "edgemetrics_content")
+    .map((p) => ({ type: p.blobs[0], session: p.blobs[4], time: p.doubles[1], newSession: p.doubles[8] }))
+    .sort((a, b) => a.time - b.time);
+}
+
+test("consent given: a session id per tab in sessionStorage, sent and used for sessions; withdrawing deletes it", async () => {
+  await recorded(mf);
+  const context = await browser.newContext({ userAgent: UA });
+  const pageErrors = [];
+  const tab1 = await context.newPage();
+  tab1.on("pageerror", (e) => pageErrors.push(e));
+  await tab1.goto(`${origin}/page?consent=given`);
+  const { sid: sid1, local } = await storage(tab1);
+  assert.match(sid1, /^[0-9a-f]{32}$/);
+  assert.equal(local, 0);
+  const first = await playShort(tab1);
+  assert.deepEqual(first.filter((e) => e.type !== "watch_time").map((e) => e.type), ["view", "play_start", "complete"]);
+  const session1 = consentSession(sid1, first[0].time);
+  assert.deepEqual(first.map((e) => e.session), Array(first.length).fill(session1), "the tracker's session id decided the session");
+  assert.deepEqual(first.map((e) => e.newSession), [1, ...Array(first.length - 1).fill(0)]);
+
+  // A second tab of the same browser (same IP and UA): its own id, its own session.
+  const tab2 = await context.newPage();
+  await tab2.goto(`${origin}/page?consent=given`);
+  const { sid: sid2 } = await storage(tab2);
+  assert.match(sid2, /^[0-9a-f]{32}$/);
+  assert.notEqual(sid2, sid1);
+  const second = await playShort(tab2);
+  assert.equal(second[0].session, consentSession(sid2, second[0].time));
+  assert.equal(second[0].newSession, 1);
+
+  // The first tab navigates: sessionStorage keeps the id, so the session goes on.
+  await tab1.goto(`${origin}/page?consent=given`);
+  assert.equal((await storage(tab1)).sid, sid1);
+  const again = await playShort(tab1);
+  assert.deepEqual(again.map((e) => e.session), Array(again.length).fill(session1));
+  assert.deepEqual(again.map((e) => e.newSession), Array(again.length).fill(0));
+
+  // Withdrawn: the id is deleted at once, events go out cookieless, nothing is stored again.
+  await tab1.goto(`${origin}/page?consent=given`);
+  await tab1.evaluate(() => window.edgemetrics.consent(false));
+  assert.deepEqual(await storage(tab1), { sid: null, session: 0, local: 0 });
+  const withdrawn = await playShort(tab1);
+  assert.ok(withdrawn.length >= 3);
+  assert.ok(withdrawn.every((e) => e.session !== session1 && /^[0-9a-f]{16}$/.test(e.session)));
+  assert.deepEqual(await storage(tab1), { sid: null, session: 0, local: 0 });
+  assert.deepEqual(await context.cookies(), []);
+  assert.deepEqual(pageErrors, []);
+  await context.close();
+});
+
+test("cookieless by default: nothing in any storage, before or after sending; consent(true) starts a session id", async () => {
+  await recorded(mf);
+  const context = await browser.newContext({ userAgent: UA });
+  const page = await context.newPage();
+  await page.goto(`${origin}/page`);
+  assert.deepEqual(await storage(page), { sid: null, session: 0, local: 0 });
+  const sent = await playShort(page);
+  assert.deepEqual(sent.filter((e) => e.type !== "watch_time").map((e) => e.type), ["view", "play_start", "complete"]);
+  assert.deepEqual(await storage(page), { sid: null, session: 0, local: 0 });
+  assert.deepEqual(await context.cookies(), []);
+  await page.evaluate(() => window.edgemetrics.consent(true));
+  assert.match((await storage(page)).sid, /^[0-9a-f]{32}$/);
+  await context.close();
+});
+
+test("DNT, GPC and opt-out win over consent: no session id kept, nothing sent", async () => {
+  await recorded(mf);
+  for (const init of [
+    () => { window.edgemetricsOptOut = true; },
+    () => { Object.defineProperty(Navigator.prototype, "doNotTrack", { get: () => "1" }); },
+    () => { Object.defineProperty(Navigator.prototype, "globalPrivacyControl", { get: () => true }); },
+  ]) {
+    const context = await browser.newContext({ userAgent: UA });
+    await context.addInitScript(init);
+    const page = await context.newPage();
+    await page.goto(`${origin}/page?consent=given`);
+    await waitFor(page, "document.getElementById('b').readyState >= 4");
+    await page.evaluate(() => window.edgemetrics.consent(true));
+    await page.evaluate(() => document.getElementById("b").play());
+    await waitFor(page, "document.getElementById('b').ended");
+    await page.evaluate(() => window.dispatchEvent(new Event("pagehide")));
+    assert.deepEqual(await storage(page), { sid: null, session: 0, local: 0 }, String(init));
+    await context.close();
+  }
+  // Opting out after consent and a play: the queued events are dropped and the id deleted.
+  const context = await browser.newContext({ userAgent: UA });
+  const page = await context.newPage();
+  await page.goto(`${origin}/page?consent=given`);
+  assert.match((await storage(page)).sid, /^[0-9a-f]{32}$/);
+  await waitFor(page, "document.getElementById('b').readyState >= 4");
+  await page.evaluate(() => document.getElementById("b").play());
+  await waitFor(page, "document.getElementById('b').ended");
+  await page.evaluate(() => {
+    window.edgemetricsOptOut = true;
+    window.dispatchEvent(new Event("pagehide"));
+  });
+  assert.deepEqual(await storage(page), { sid: null, session: 0, local: 0 });
+  await context.close();
   await new Promise((r) => setTimeout(r, 1000));
   assert.equal(events((await recorded(mf)).points).length, 0);
 });

@@ -1,12 +1,15 @@
 // edgemetrics browser tracker: media events from <video>/<audio data-em-content="id">.
-// Cookieless: no cookies, no storage writes. Never throws into the page.
+// Cookieless by default: no cookies, no storage writes. Never throws into the page.
 //
 // <script defer src="https://ingest.example.com/tracker.js"
 //         data-endpoint="https://ingest.example.com/v1/collect"></script>
 // <video data-em-content="v123" data-em-creator="c9" src="..."></video>
-// Opt out: navigator DNT/GPC, window.edgemetricsOptOut = true, or
-// localStorage.edgemetrics_optout = "1".
-((w: Window & { edgemetricsOptOut?: boolean }, d: Document) => {
+// Consent given (the platform's banner recorded it): data-consent="given" on the script tag,
+// or window.edgemetrics.consent(true) later. The tracker then keeps a random session id in
+// sessionStorage ("edgemetrics_sid") and sends it with each event; consent(false) deletes it
+// and returns to cookieless. Opt out (wins over consent): navigator DNT/GPC,
+// window.edgemetricsOptOut = true, or localStorage.edgemetrics_optout = "1".
+((w: Window & { edgemetricsOptOut?: boolean; edgemetrics?: { consent: (on: boolean) => void } }, d: Document) => {
   interface Media extends HTMLMediaElement {
     _em?: State;
   }
@@ -36,6 +39,29 @@
       return w.localStorage.getItem("edgemetrics_optout") === "1";
     } catch (e) {
       return false;
+    }
+  };
+
+  const SID = "edgemetrics_sid";
+  let consent = !!script && script.getAttribute("data-consent") === "given";
+
+  // Consent mode only (cookieless never touches storage): the tab's session id, made on first
+  // need; when opted out there is none, and a kept one is deleted.
+  const session = (): string | void => {
+    if (!consent) return;
+    try {
+      const s = w.sessionStorage;
+      if (optedOut()) return s.removeItem(SID);
+      let id = s.getItem(SID) || "";
+      if (!/^[0-9a-f]{32}$/.test(id)) {
+        const r = crypto.getRandomValues(new Uint8Array(16));
+        id = "";
+        for (let i = 0; i < 16; i++) id += (r[i] + 256).toString(16).slice(1);
+        s.setItem(SID, id);
+      }
+      return id;
+    } catch (e) {
+      /* storage blocked: stay cookieless */
     }
   };
 
@@ -87,6 +113,12 @@
 
   const send = (): void => {
     if (!queue.length) return;
+    const id = session(); // when opted out meanwhile, this deletes a kept id
+    // Opting out after a play drops what is still queued.
+    if (optedOut()) {
+      queue = [];
+      return;
+    }
     const now = Date.now();
     const tz = (() => {
       try {
@@ -101,9 +133,11 @@
         for (const k in ev) if (k !== "t") out[k] = ev[k];
         out.age_ms = Math.max(0, Math.min(3600000, now - ev.t));
         if (tz) out.timezone = tz;
+        if (id) out.session_id = id;
         return out;
       });
-      const body = JSON.stringify({ events, url: location.href, referrer: d.referrer });
+      // undefined drops the key: a cookieless body says nothing about consent.
+      const body = JSON.stringify({ events, url: location.href, referrer: d.referrer, consent: id ? "given" : undefined });
       // text/plain keeps the request "simple": no CORS preflight, and sendBeacon allows it.
       const blob = new Blob([body], { type: "text/plain" });
       if (!(nav.sendBeacon && nav.sendBeacon(endpoint, blob))) {
@@ -175,6 +209,14 @@
     send();
   });
 
+  w.edgemetrics = {
+    consent: guard((on: boolean) => {
+      consent = !!on;
+      if (on) session();
+      else w.sessionStorage.removeItem(SID);
+    }),
+  };
+  session();
   scan();
   if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", scan);
   if (typeof MutationObserver === "function") new MutationObserver(scan).observe(d.documentElement, { childList: true, subtree: true });
