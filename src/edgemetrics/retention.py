@@ -28,6 +28,7 @@ of expiring rows before deleting it.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import logging
 import threading
@@ -267,12 +268,15 @@ class Retention:
 
         self._thread = threading.Thread(target=loop, name="edgemetrics-retention", daemon=True)
         self._thread.start()
+        # A daemon thread still inside DuckDB when the interpreter exits aborts the process.
+        atexit.register(self.stop)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        atexit.unregister(self.stop)
 
     def maybe_enforce(self, store: EmbeddedStore) -> RetentionReport | None:
         """Enforce when the interval has passed; never raises (a failure is logged)."""
