@@ -37,7 +37,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,40 +240,26 @@ class Spool:
         """
         size = len(body)
         now = time.time()
-        with self._lock:
-            con = self._durable if durable else self._con
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    if not self._make_room(con, size, now, critical):
-                        con.execute(
-                            "UPDATE meta SET value = value + ? WHERE key = 'dropped_spool_full'",
-                            (events,),
-                        )
-                        con.execute("COMMIT")
-                        log.warning(
-                            "edgemetrics: spool over %d bytes; dropped a batch of %d events",
-                            self.max_bytes,
-                            events,
-                        )
-                        return False
-                    cur = con.execute(
-                        "INSERT OR IGNORE INTO batches "
-                        "(batch_id, created, critical, events, bytes, attempts, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (batch_id, now, int(critical), events, size, attempts, body),
-                    )
-                    if cur.rowcount:
-                        con.execute(
-                            "UPDATE meta SET value = value + ? WHERE key = 'bytes'", (size,)
-                        )
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
-                    raise
-            except sqlite3.DatabaseError as exc:
-                raise self._error(exc) from exc
+        with self._lock, self._transaction(self._durable if durable else self._con) as con:
+            if not self._make_room(con, size, now, critical):
+                con.execute(
+                    "UPDATE meta SET value = value + ? WHERE key = 'dropped_spool_full'",
+                    (events,),
+                )
+                log.warning(
+                    "edgemetrics: spool over %d bytes; dropped a batch of %d events",
+                    self.max_bytes,
+                    events,
+                )
+                return False
+            cur = con.execute(
+                "INSERT OR IGNORE INTO batches "
+                "(batch_id, created, critical, events, bytes, attempts, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (batch_id, now, int(critical), events, size, attempts, body),
+            )
+            if cur.rowcount:
+                con.execute("UPDATE meta SET value = value + ? WHERE key = 'bytes'", (size,))
         return True
 
     def _make_room(self, con: sqlite3.Connection, size: int, now: float, critical: bool) -> bool:
@@ -341,26 +327,15 @@ class Spool:
     def claim(self, limit: int = 1) -> list[SpooledBatch]:
         """Lease up to ``limit`` of the oldest unleased batches for sending."""
         now = time.time()
-        with self._lock:
-            try:
-                con = self._con
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = con.execute(
-                        "UPDATE batches "
-                        "SET lease_pid = ?, lease_until = ?, attempts = attempts + 1 "
-                        "WHERE id IN (SELECT id FROM batches WHERE lease_until < ? "
-                        "ORDER BY id LIMIT ?) "
-                        "RETURNING id, batch_id, body, events, critical, created, attempts",
-                        (self._pid, now + self.lease_s, now, limit),
-                    ).fetchall()
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
-                    raise
-            except sqlite3.DatabaseError as exc:
-                raise self._error(exc) from exc
+        with self._lock, self._transaction(self._con) as con:
+            rows = con.execute(
+                "UPDATE batches "
+                "SET lease_pid = ?, lease_until = ?, attempts = attempts + 1 "
+                "WHERE id IN (SELECT id FROM batches WHERE lease_until < ? "
+                "ORDER BY id LIMIT ?) "
+                "RETURNING id, batch_id, body, events, critical, created, attempts",
+                (self._pid, now + self.lease_s, now, limit),
+            ).fetchall()
         rows.sort()
         return [
             SpooledBatch(
@@ -379,26 +354,15 @@ class Spool:
         ids = [(b,) for b in batch_ids]
         if not ids:
             return
-        with self._lock:
-            try:
-                con = self._con
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    total = 0
-                    for (batch_id,) in ids:
-                        row = con.execute(
-                            "DELETE FROM batches WHERE batch_id = ? RETURNING bytes", (batch_id,)
-                        ).fetchone()
-                        if row:
-                            total += row[0]
-                    con.execute("UPDATE meta SET value = value - ? WHERE key = 'bytes'", (total,))
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
-                    raise
-            except sqlite3.DatabaseError as exc:
-                raise self._error(exc) from exc
+        with self._lock, self._transaction(self._con) as con:
+            total = 0
+            for (batch_id,) in ids:
+                row = con.execute(
+                    "DELETE FROM batches WHERE batch_id = ? RETURNING bytes", (batch_id,)
+                ).fetchone()
+                if row:
+                    total += row[0]
+            con.execute("UPDATE meta SET value = value - ? WHERE key = 'bytes'", (total,))
 
     def release(self, batch_ids: Iterable[str]) -> None:
         """Sending failed: give the batches back so they are tried again (oldest first)."""
@@ -498,6 +462,22 @@ class Spool:
                 if not str(p).endswith(("-wal", "-shm")) and p not in self.quarantined
             ),
         )
+
+    @contextlib.contextmanager
+    def _transaction(self, con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error; SQLite's errors
+        become :class:`SpoolError` (disk full, corrupt file). Call with the lock held."""
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
 
     def _error(self, exc: sqlite3.DatabaseError) -> SpoolError:
         if _is_disk_full(exc):
