@@ -52,26 +52,30 @@ MAX_POINTS_PER_INVOCATION = 250
 
 EXPORT_PATH = Path(__file__).resolve().parents[2] / "worker" / "src" / "layout.json"
 
+# The audience context opens the blobs of content and commerce alike (the same columns, so
+# one query shape reads both datasets). Frozen: new columns go at the end of a family.
+_AUDIENCE_BLOBS: tuple[str, ...] = (
+    "type",
+    "content_id",
+    "content_type",
+    "creator_id",
+    "session_id",
+    "user_id",
+    "country",
+    "city",
+    "device_class",
+    "browser",
+    "browser_version",
+    "os",
+    "os_version",
+    "referrer_source",
+    "timezone",
+)
+
 # Field-to-column declaration per family. Append only.
 _COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "content": (
-        (
-            "type",
-            "content_id",
-            "content_type",
-            "creator_id",
-            "session_id",
-            "user_id",
-            "country",
-            "city",
-            "device_class",
-            "browser",
-            "browser_version",
-            "os",
-            "os_version",
-            "referrer_source",
-            "timezone",
-        ),
+        _AUDIENCE_BLOBS,
         (
             "layout_version",
             "timestamp",
@@ -86,21 +90,7 @@ _COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "commerce": (
         (
-            "type",
-            "content_id",
-            "content_type",
-            "creator_id",
-            "session_id",
-            "user_id",
-            "country",
-            "city",
-            "device_class",
-            "browser",
-            "browser_version",
-            "os",
-            "os_version",
-            "referrer_source",
-            "timezone",
+            *_AUDIENCE_BLOBS,
             "currency",
             "transaction_id",
             "original_transaction_id",
