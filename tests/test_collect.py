@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from support import free_port
 from worker_process import WORKER_DIR, need_worker_build
 
 from edgemetrics.collect import CollectSettings, routes, tracker_source
@@ -29,18 +29,12 @@ UA = (
 COL = columns("content")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, EmbeddedStore]]:
     store = EmbeddedStore(tmp_path / "collect.duckdb")
     settings = CollectSettings(allowed_origins=(ORIGIN,))
     app = Starlette(routes=routes(store, settings))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -409,7 +409,7 @@ def test_error_pages_say_what_happened(browser: Any, tmp_path: Path) -> None:
         page.context.close()
     empty.close()
     # A backend nobody answers on: the shell still renders, and says so.
-    from loopback_server import free_port
+    from support import free_port
 
     down = CloudflareBackend("acct", "t", base_url=f"http://127.0.0.1:{free_port()}", retries=0)
     app = Starlette(routes=[Mount("/a", app=create_dashboard(down, authenticate=who))])

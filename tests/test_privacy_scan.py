@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from support import free_port
 
 import edgemetrics
 from edgemetrics.asgi import EdgeMetricsMiddleware
@@ -65,12 +65,6 @@ NEEDLES = [
     "Macintosh",
     *RAW_USERS,
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class CollectorThread:
@@ -194,7 +188,7 @@ def test_no_personal_data_reaches_any_stored_byte(
     keys_path = workspace / "keys.sqlite3"
     store = EmbeddedStore(store_path)
     collector_keys = PrivacyStore(keys_path)
-    port = _free_port()
+    port = free_port()
     edgemetrics.configure(
         url=f"http://127.0.0.1:{port}/v1/batch",
         secret=SECRET,

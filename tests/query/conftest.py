@@ -3,7 +3,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time as _time
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import Phase, settings
+from support import free_port
 
 from edgemetrics.store import EmbeddedStore
 
@@ -28,12 +28,6 @@ if os.environ.get("EM_NO_SHRINK"):
     settings.load_profile("noshrink")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A real PostgreSQL server from Debian's binaries (apt package ``postgresql``), in a temp
@@ -44,7 +38,7 @@ def postgres_dsn() -> Iterator[str]:
     bindir = os.path.dirname(found[-1])
     root = tempfile.mkdtemp(prefix="em-pg-")
     data = os.path.join(root, "data")
-    port = _free_port()
+    port = free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:
         # initdb refuses to run as root.
