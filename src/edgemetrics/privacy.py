@@ -22,7 +22,8 @@ keep pseudonyms stable for the life of the process only.
 
 Opt-out (objection, GDPR art. 21): :meth:`PrivacyStore.opt_out` marks a user; the
 exporter drops that user's events before export (counted as ``dropped_opted_out``), and
-:func:`drop_opted_out` lets a collector drop events that carry the user's pseudonym.
+:func:`drop_opted_out_columns` lets the collector drop events that carry the user's
+pseudonym.
 
 >>> store = PrivacyStore()
 >>> p = Pseudonymizer(store)
@@ -44,10 +45,10 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgemetrics.events import FAMILIES, Event
 from edgemetrics.layout import columns, dataset_name
@@ -539,35 +540,6 @@ class Pseudonymizer:
         """Close the store if this object opened it."""
         if self._owns_store:
             self.store.close()
-
-
-def drop_opted_out(
-    raw_events: Iterable[Mapping[str, Any]], store: PrivacyStore
-) -> tuple[list[Mapping[str, Any]], int]:
-    """For a collector: drop incoming events whose ``user_id`` belongs to an opted-out user.
-
-    Incoming user ids are pseudonyms (the exporter made them) or, from a sender without a
-    pseudonymizer, raw ids; both are recognised. Returns the kept events and the count
-    dropped.
-
-    >>> store = PrivacyStore()
-    >>> pseudonym = store.pseudonym("u-9")
-    >>> store.opt_out("u-9")
-    >>> kept, dropped = drop_opted_out(
-    ...     [{"type": "view", "user_id": pseudonym}, {"type": "view", "user_id": "u-1"}], store)
-    >>> [e["user_id"] for e in kept], dropped
-    (['u-1'], 1)
-    """
-    opted = store.opted_out_pseudonyms()
-    kept: list[Mapping[str, Any]] = []
-    dropped = 0
-    for raw in raw_events:
-        user_id = raw.get("user_id") if isinstance(raw, Mapping) else None
-        if isinstance(user_id, str) and (user_id in opted or store.is_opted_out(user_id)):
-            dropped += 1
-            continue
-        kept.append(raw)
-    return kept, dropped
 
 
 def drop_opted_out_columns(columns: Columns, store: PrivacyStore) -> int:
