@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -188,3 +189,19 @@ def serve_wsgi(app: Any) -> tuple[str, Callable[[], None]]:
         thread.join(10)
 
     return f"http://127.0.0.1:{server.server_port}", stop
+
+
+def spooled_events(spool_dir: Path) -> list[dict[str, Any]]:
+    """The events in a spool now, read straight from SQLite (oldest batch first): unlike
+    ``Spool.claim`` this leases nothing, so an exporter thread at work cannot hide them."""
+    from edgemetrics.spool import FILENAME
+    from edgemetrics.wire import decode_body
+
+    con = sqlite3.connect(spool_dir / FILENAME)
+    try:
+        events: list[dict[str, Any]] = []
+        for (body,) in con.execute("SELECT body FROM batches ORDER BY id"):
+            events.extend(decode_body(body, gzipped=True)[1])
+        return events
+    finally:
+        con.close()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
-from support import Collector, producer, wait_until
+from support import Collector, producer, spooled_events, wait_until
 
-from edgemetrics.spool import FILENAME, Spool
-from edgemetrics.wire import decode_body
+from edgemetrics.spool import Spool
 
 
 def eid(proc: int, thread: int, seq: int) -> str:
@@ -18,16 +16,8 @@ def eid(proc: int, thread: int, seq: int) -> str:
 
 
 def spooled_event_ids(spool_dir: Path) -> set[str]:
-    """What is in the spool file now, read straight from SQLite."""
-    con = sqlite3.connect(spool_dir / FILENAME)
-    try:
-        ids: set[str] = set()
-        for (body,) in con.execute("SELECT body FROM batches"):
-            _, events = decode_body(body, gzipped=True)
-            ids.update(e["event_id"] for e in events)
-        return ids
-    finally:
-        con.close()
+    """What is in the spool file now."""
+    return {e["event_id"] for e in spooled_events(spool_dir)}
 
 
 def spool_batches(spool_dir: Path) -> int:

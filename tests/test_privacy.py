@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
+from support import spooled_events
 
 import edgemetrics
 from edgemetrics.client import Client
@@ -182,11 +183,9 @@ def test_durable_purchases_of_opted_out_users_are_not_spooled(tmp_path: Path) ->
     purchase = {"amount_minor": 100, "currency": "EUR", "creator_id": "c1"}
     assert not client.track_durable(Purchase(transaction_id="t1", user_id="user-1001", **purchase))
     assert client.track_durable(Purchase(transaction_id="t2", user_id="user-2002", **purchase))
-    spool = Spool(tmp_path / "spool")
-    events = [e for row in spool.claim(10) for e in decode_body(row.body, gzipped=True)[1]]
+    events = spooled_events(tmp_path / "spool")
     assert [e["transaction_id"] for e in events] == ["t2"]
     assert events[0]["user_id"] == keys.pseudonym("user-2002")
-    spool.close()
     client.close(timeout=0.5)
 
 
