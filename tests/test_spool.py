@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import spooled_events
 
 from edgemetrics.client import Client
 from edgemetrics.events import Purchase, View
@@ -166,10 +167,15 @@ def test_a_full_disk_gives_a_clear_error_and_counters_and_the_host_keeps_going(
         durable = client.track_durable(
             Purchase(amount_minor=100, currency="EUR", transaction_id="tx1")
         )
-    assert durable is False
     counters = client.counters
+    if durable:
+        # A full disk can still take one small commit: SQLite rewrites a checkpointed WAL
+        # in place, needing no new block. Then the purchase must really be on disk.
+        assert [e["transaction_id"] for e in spooled_events(directory) if e["type"] == "purchase"]
+        assert counters.durable_failures == 0
+    else:
+        assert counters.durable_failures == 1
     assert counters.dropped_spool_error > 0
-    assert counters.durable_failures == 1
     assert "disk is full" in caplog.text
     assert client.health().dropped_spool_full >= counters.dropped_spool_error
     # The host app keeps working: tracking still returns at once.
