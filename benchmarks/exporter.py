@@ -47,16 +47,10 @@ def free_port() -> int:
 
 
 def role_collector(store_path: str, port: int) -> None:
-    import uvicorn
+    """``edgemetrics serve``, as a user runs it."""
+    from edgemetrics.serve_command import serve
 
-    from edgemetrics.collector import CollectorSettings, create_collector_app
-    from edgemetrics.store import EmbeddedStore
-
-    store = EmbeddedStore(store_path)
-    if os.environ.get("EM_DUCKDB_THREADS"):
-        store.execute(f"SET threads = {int(os.environ['EM_DUCKDB_THREADS'])}")
-    app = create_collector_app(store, settings=CollectorSettings(secret=SECRET))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    serve(store_path, SECRET, port=port, log_level="error")
 
 
 def role_posthog_endpoint(store_path: str, port: int) -> None:

@@ -130,7 +130,8 @@ def slow_path(raws: list[Any]) -> tuple[Columns, list[dict[str, Any]]]:
 
 def by_event_id(columns: Columns) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    for dataset, table in columns.tables.items():
+    for dataset in columns.tables:
+        table = columns.to_pydict(dataset)
         for i, event_id in enumerate(table["event_id"]):
             rows[event_id] = {"dataset": dataset, **{k: v[i] for k, v in table.items()}}
     return rows
@@ -170,7 +171,7 @@ def test_a_batch_of_one_type_from_the_exporter_takes_the_fast_path_entirely() ->
 
 def test_missing_event_id_and_timestamp_are_filled_in() -> None:
     columns, rejected = encode_batch([{"type": "view", "content_id": "v1"}])
-    table = columns.tables["edgemetrics_content"]
+    table = columns.to_pydict("edgemetrics_content")
     assert rejected == []
     assert len(table["event_id"][0]) == 32
     assert table["timestamp"][0] > 1_700_000_000_000
