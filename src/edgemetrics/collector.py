@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import threading
 import time
 import types
@@ -50,7 +49,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from edgemetrics.columnar import Columns, Rows, concat_rows, decode_batch, encode_batch
+from edgemetrics.columnar import (
+    BATCH_ID,
+    Columns,
+    Rows,
+    concat_rows,
+    decode_batch,
+    encode_batch,
+)
 from edgemetrics.events import EVENT_TYPES, InvalidEvent, parse_event
 from edgemetrics.journal import Journal
 from edgemetrics.layout import MAX_POINTS_PER_INVOCATION, DataPoint, LayoutLimitError, encode
@@ -70,7 +76,6 @@ if TYPE_CHECKING:
     from edgemetrics.store import EmbeddedStore
 
 log = logging.getLogger("edgemetrics")
-_BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -547,7 +552,7 @@ class BatchEndpoint:
         # A body whose every event is valid (what the exporter sends) is decoded, checked
         # and encoded in one pass; any other body is answered event by event.
         fast = decode_batch(body, settings.max_events)
-        if fast is not None and _BATCH_ID.match(fast[0]):
+        if fast is not None:
             batch_id, fast_columns = fast
             events = fast_columns.count
         else:
@@ -608,7 +613,7 @@ def _shape_error(data: Any) -> str | None:
     if unknown:
         return f"body: unknown keys {unknown}; expected batch_id and events"
     batch_id = data.get("batch_id")
-    if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id):
+    if not isinstance(batch_id, str) or not BATCH_ID.match(batch_id):
         return "batch_id: must be 32 lowercase hex digits"
     if not isinstance(data.get("events"), list):
         return "events: must be a JSON array of event objects"

@@ -501,6 +501,8 @@ _Body = msgspec.defstruct(
     gc=False,
 )
 _DECODER = msgspec.json.Decoder(_Body)
+# The protocol's rule for batch_id (the collector answers bad_shape for any other).
+BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
 _astuple = msgspec.structs.astuple
 _NOT_ONE = object()
 
@@ -686,7 +688,7 @@ def decode_batch(body: bytes, max_events: int = 5000) -> tuple[str, Columns] | N
     except msgspec.DecodeError:
         return None
     events: list[Any] = decoded.events
-    if len(events) > max_events:
+    if len(events) > max_events or not BATCH_ID.match(decoded.batch_id):
         return None
     out = Columns()
     if not events:
