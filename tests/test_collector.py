@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,7 +240,8 @@ def test_a_journal_left_by_the_earlier_collector_version_is_moved_at_start(
         if name == "event_id":
             arrays.append(pa.array(ids))
         elif name == "timestamp":
-            arrays.append(pa.array([1_780_000_000_000] * 3, pa.timestamp("ms", tz="UTC")))
+            now_ms = time.time_ns() // 1_000_000  # recent: retention keeps 90 days
+            arrays.append(pa.array([now_ms] * 3, pa.timestamp("ms", tz="UTC")))
         elif name == "_sample_interval":
             arrays.append(pa.array([1] * 3, pa.uint32()))
         elif name.startswith("double"):
@@ -269,7 +271,9 @@ def test_a_batch_sent_again_after_a_restart_is_stored_once(tmp_path: Path) -> No
     c = Collector(tmp_path / "store.duckdb", free_port())
     c.start()
     try:
-        body = body_of([view(8000 + n, timestamp="2026-11-01T10:00:00Z") for n in range(20)])
+        # As the exporter sends them: each event with its id and its own timestamp.
+        sent_at = datetime.now(UTC).isoformat()
+        body = body_of([view(8000 + n, timestamp=sent_at) for n in range(20)])
         assert post(c, body, gzip=True).json()["accepted"] == 20
         c.stop()
         c.start()  # the collector forgot the batch id: only the store can tell
