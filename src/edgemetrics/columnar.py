@@ -421,6 +421,11 @@ class _Fast:
     bounds: dict[str, tuple[float, float]]
     floats: frozenset[str]
     ints: frozenset[str]
+    # Columns the layout alone decides (unused slots, the layout version), and the slots
+    # a field fills: (column, field) for blobs, (column, field, kind) for doubles.
+    static: dict[str, Column]
+    blob_slots: tuple[tuple[str, str], ...]
+    double_slots: tuple[tuple[str, str, str], ...]
 
 
 def _within_int64(check: Check) -> Check:
@@ -481,6 +486,23 @@ def _build_fast() -> dict[type[msgspec.Struct], _Fast]:
             if is_field and plan.kinds[name][0] != "string":
                 raise AssertionError(f"columnar fast path: index part {name} is not a string")
         struct = _struct_for(plan)
+        static: dict[str, Column] = {"_sample_interval": Const(1)}
+        blob_slots = []
+        for i, column in enumerate(BLOB_COLUMNS):
+            blob = plan.blob_fields[i] if i < len(plan.blob_fields) else None
+            if blob is None:
+                static[column] = Const("")
+            else:
+                blob_slots.append((column, blob))
+        double_slots = []
+        for i, column in enumerate(DOUBLE_COLUMNS):
+            double, kind = plan.double_fields[i] if i < len(plan.double_fields) else (None, "")
+            if double is None:
+                static[column] = Const(0.0)
+            elif kind == "const":
+                static[column] = Const(float(LAYOUT_VERSION))
+            else:
+                double_slots.append((column, double, kind))
         fast[struct] = _Fast(
             plan=plan,
             struct=struct,
@@ -489,6 +511,9 @@ def _build_fast() -> dict[type[msgspec.Struct], _Fast]:
             bounds=bounds,
             floats=frozenset(n for n, (k, _) in plan.kinds.items() if k == "number"),
             ints=frozenset(n for n, (k, _) in plan.kinds.items() if k == "integer"),
+            static=static,
+            blob_slots=tuple(blob_slots),
+            double_slots=tuple(double_slots),
         )
     return fast
 
@@ -504,7 +529,6 @@ _DECODER = msgspec.json.Decoder(_Body)
 # The protocol's rule for batch_id (the collector answers bad_shape for any other).
 BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
 _astuple = msgspec.structs.astuple
-_NOT_ONE = object()
 
 
 def _all_hex_ids(ids: Sequence[str]) -> bool:
@@ -521,17 +545,6 @@ def _all_hex_ids(ids: Sequence[str]) -> bool:
     return len(raw) == 16 * len(ids) and joined.lower() == joined
 
 
-def _one_value(values: Sequence[Any], kind_float: bool) -> Any:
-    """The value every row holds, or _NOT_ONE."""
-    first = values[0]
-    if values.count(first) != len(values):
-        return _NOT_ONE
-    # 0.0 == -0.0: a column of zeros is one value only if no zero is negative.
-    if kind_float and first == 0 and array("d", values).tobytes() != bytes(8 * len(values)):
-        return _NOT_ONE
-    return first
-
-
 def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
     """The rows of one type's events, or None unless every one of them passes."""
     plan = fast.plan
@@ -540,12 +553,16 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
     one: dict[str, Any] = {"type": plan.type_name}
     # One C call per event, then one transposition: cheaper than a getter per field.
     transposed = zip(*map(_astuple, events), strict=True)
+    floats = fast.floats
     for name, field_values in zip(fast.names, transposed, strict=True):
-        single = _one_value(field_values, name in fast.floats)
-        if single is _NOT_ONE:
+        first = field_values[0]
+        if field_values.count(first) != n or (
+            # 0.0 == -0.0: a column of zeros holds one value only if no zero is negative.
+            first == 0 and name in floats and array("d", field_values).tobytes() != bytes(8 * n)
+        ):
             values[name] = field_values
         else:
-            one[name] = single
+            one[name] = first
     for name, (low, high) in fast.bounds.items():
         if name in one:
             if not low <= one[name] <= high:
@@ -591,7 +608,7 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
                         values[bound], _column(one, values, "duration_ms", n), strict=True
                     )
                 ]
-    columns: dict[str, Column] = {}
+    columns: dict[str, Column] = dict(fast.static)
     # Event ids: an absent one gets a fresh id, as the model's default does.
     if "event_id" in one:
         event_id = one["event_id"]
@@ -605,12 +622,9 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
         )
     columns["timestamp"] = times
     columns["index1"] = _index(plan, one, values, n)
-    columns["_sample_interval"] = Const(1)
     bound_bytes = 0
-    for column_name, blob_field in zip(BLOB_COLUMNS, plan.blob_fields, strict=False):
-        if blob_field is None:
-            columns[column_name] = Const("")
-        elif blob_field in one:
+    for column_name, blob_field in fast.blob_slots:
+        if blob_field in one:
             text: str = "" if one[blob_field] is None else one[blob_field]
             columns[column_name] = Const(text)
             bound_bytes += 4 * len(text)
@@ -620,8 +634,6 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
                 texts = ["" if v is None else v for v in texts]
             columns[column_name] = texts
             bound_bytes += 4 * max(map(len, texts))
-    for column_name in BLOB_COLUMNS[len(plan.blob_fields) :]:
-        columns[column_name] = Const("")
     # Four bytes per character at most: under the limit, no row needs an exact count.
     if bound_bytes > MAX_BLOB_BYTES:
         texts_by_row = zip(
@@ -629,12 +641,8 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
         )
         if any(sum(len(t.encode("utf-8")) for t in row) > MAX_BLOB_BYTES for row in texts_by_row):
             return None  # the second tier rejects those rows with the rule's words
-    for column_name, (double_field, kind) in zip(DOUBLE_COLUMNS, plan.double_fields, strict=False):
-        if double_field is None:
-            columns[column_name] = Const(0.0)
-        elif kind == "const":
-            columns[column_name] = Const(float(LAYOUT_VERSION))
-        elif kind == "time":
+    for column_name, double_field, kind in fast.double_slots:
+        if kind == "time":
             columns[column_name] = (
                 Const(float(times.value)) if isinstance(times, Const) else list(map(float, times))
             )
@@ -642,8 +650,6 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
             columns[column_name] = Const(float(one[double_field]))
         else:
             columns[column_name] = list(map(float, values[double_field]))
-    for column_name in DOUBLE_COLUMNS[len(plan.double_fields) :]:
-        columns[column_name] = Const(0.0)
     return Rows(n, columns)
 
 
