@@ -64,7 +64,7 @@ from edgemetrics.layout import (
     encode,
     index_value,
 )
-from edgemetrics.store import COLUMNS, Column, Const
+from edgemetrics.store import COLUMNS, Column, Const, HexIds
 
 Check = Callable[[Any], bool]
 _MISSING: Any = object()
@@ -274,26 +274,38 @@ class Rows:
 
     def column(self, name: str) -> list[Any]:
         """One column's values, one per row."""
-        values = self.columns[name]
-        return [values.value] * self.count if isinstance(values, Const) else list(values)
+        return _values(self.columns[name], self.count)
 
     def take(self, positions: Sequence[int]) -> Rows:
         """The rows at ``positions``, in that order."""
         columns: dict[str, Column] = {}
         for name, values in self.columns.items():
-            columns[name] = values if isinstance(values, Const) else [values[i] for i in positions]
+            if isinstance(values, Const):
+                columns[name] = values
+            else:
+                every = values.split() if isinstance(values, HexIds) else values
+                columns[name] = [every[i] for i in positions]
         return Rows(len(positions), columns)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form that :meth:`from_json` reads back exactly (orjson keeps ints,
         floats, -0.0 and every string as they are)."""
-        lists = {n: v for n, v in self.columns.items() if not isinstance(v, Const)}
-        consts = {n: v.value for n, v in self.columns.items() if isinstance(v, Const)}
-        return {"n": self.count, "lists": lists, "consts": consts}
+        lists: dict[str, Sequence[Any]] = {}
+        consts: dict[str, Any] = {}
+        hex_ids: dict[str, str] = {}
+        for name, values in self.columns.items():
+            if isinstance(values, Const):
+                consts[name] = values.value
+            elif isinstance(values, HexIds):
+                hex_ids[name] = values.joined
+            else:
+                lists[name] = values
+        return {"n": self.count, "lists": lists, "consts": consts, "hex": hex_ids}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Rows:
         columns: dict[str, Column] = {n: Const(v) for n, v in data["consts"].items()}
+        columns.update({n: HexIds(v) for n, v in data.get("hex", {}).items()})
         columns.update(data["lists"])
         return cls(int(data["n"]), columns)
 
@@ -325,13 +337,12 @@ def concat_rows(parts: Sequence[Rows]) -> Rows:
         ):
             columns[name] = first
             continue
+        if all(isinstance(p.columns[name], HexIds) for p in parts):
+            columns[name] = HexIds("".join(p.columns[name].joined for p in parts))  # type: ignore[union-attr]
+            continue
         values: list[Any] = []
         for part in parts:
-            column = part.columns[name]
-            if isinstance(column, Const):
-                values.extend([column.value] * part.count)
-            else:
-                values.extend(column)
+            values.extend(_values(part.columns[name], part.count))
         columns[name] = values
     return Rows(count, columns)
 
@@ -531,18 +542,18 @@ BATCH_ID = re.compile(r"^[0-9a-f]{32}$")
 _astuple = msgspec.structs.astuple
 
 
-def _all_hex_ids(ids: Sequence[str]) -> bool:
-    """Every id is 32 lowercase hex digits (the event_id rule), checked on all at once:
-    32 characters each, and together they are hex (``fromhex`` takes only hex digits and
-    spaces; a space would leave fewer bytes) without an upper-case digit."""
+def _hex_ids(ids: Sequence[str]) -> HexIds | None:
+    """The ids joined, if every one is 32 lowercase hex digits (the event_id rule), checked
+    on all at once: 32 characters each, and together they are hex (``fromhex`` takes only
+    hex digits and spaces; a space would leave fewer bytes) without an upper-case digit."""
     if min(map(len, ids)) != 32 or max(map(len, ids)) != 32:
-        return False
+        return None
     joined = "".join(ids)
     try:
         raw = bytes.fromhex(joined)
     except ValueError:
-        return False
-    return len(raw) == 16 * len(ids) and joined.lower() == joined
+        return None
+    return HexIds(joined) if len(raw) == 16 * len(ids) and joined.lower() == joined else None
 
 
 def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
@@ -569,6 +580,7 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
                 return None
         elif not (low <= min(values[name]) and max(values[name]) <= high):
             return None
+    checked_ids: HexIds | None = None
     for name, check in fast.checks:
         if name in one:
             if not check(one[name]):
@@ -576,7 +588,8 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
             continue
         column: Sequence[Any] = values[name]
         if name == "event_id" and _MISSING not in column:
-            if not _all_hex_ids(column):
+            checked_ids = _hex_ids(column)
+            if checked_ids is None:
                 return None
             continue
         if not all(map(check, set(column))):
@@ -586,12 +599,14 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
         stamp = _parse_time(one["timestamp"], now_ms)
         if stamp is None:
             return None
-        times: Column = Const(stamp)
+        times: Const | list[int] = Const(stamp)
     else:
-        parsed = {v: _parse_time(v, now_ms) for v in set(values["timestamp"])}
+        parsed: dict[Any, int | None] = {
+            v: _parse_time(v, now_ms) for v in set(values["timestamp"])
+        }
         if None in parsed.values():
             return None
-        times = list(map(parsed.__getitem__, values["timestamp"]))
+        times = list(map(parsed.__getitem__, values["timestamp"]))  # type: ignore[arg-type]
     if plan.type_name == "api_call":
         # The model fills a missing or null bound from duration_ms.
         for bound in ("duration_min_ms", "duration_max_ms"):
@@ -615,11 +630,11 @@ def _fast_rows(fast: _Fast, events: list[Any], now_ms: int) -> Rows | None:
         columns["event_id"] = (
             [new_event_id() for _ in range(n)] if event_id is _MISSING else Const(event_id)
         )
+    elif checked_ids is not None:
+        columns["event_id"] = checked_ids
     else:
         ids = values["event_id"]
-        columns["event_id"] = (
-            [new_event_id() if v is _MISSING else v for v in ids] if _MISSING in ids else ids
-        )
+        columns["event_id"] = [new_event_id() if v is _MISSING else v for v in ids]
     columns["timestamp"] = times
     columns["index1"] = _index(plan, one, values, n)
     bound_bytes = 0
@@ -659,8 +674,12 @@ def _column(
     return [one[name]] * n if name in one else values[name]
 
 
-def _values(column: Column, n: int) -> Sequence[Any]:
-    return [column.value] * n if isinstance(column, Const) else column
+def _values(column: Column, n: int) -> list[Any]:
+    if isinstance(column, Const):
+        return [column.value] * n
+    if isinstance(column, HexIds):
+        return column.split()
+    return list(column)
 
 
 def _index(plan: _Plan, one: dict[str, Any], values: dict[str, Sequence[Any]], n: int) -> Column:

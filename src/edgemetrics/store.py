@@ -95,7 +95,20 @@ class Const:
     value: Any
 
 
-Column = Sequence[Any] | Const
+@dataclass(frozen=True, slots=True)
+class HexIds:
+    """A column of event ids, 32 hex digits each, joined into one string: one object for a
+    whole batch where a list holds one string per row (the collector checks ids this way,
+    and Arrow takes the string as the array's data as it is)."""
+
+    joined: str
+
+    def split(self) -> list[str]:
+        j = self.joined
+        return [j[i : i + 32] for i in range(0, len(j), 32)]
+
+
+Column = Sequence[Any] | Const | HexIds
 
 
 class EmbeddedStore:
@@ -228,6 +241,11 @@ class EmbeddedStore:
                 select.append(f"CAST(? AS {sql_type})")
                 params.append(column.value)
                 continue
+            if isinstance(column, HexIds):
+                arrays.append(_hex_ids_array(column, rows))
+                names.append(field.name)
+                select.append(field.name)
+                continue
             if isinstance(column, Const):
                 column = [column.value] * rows
             elif len(column) != rows:
@@ -317,6 +335,14 @@ class EmbeddedStore:
             self.retention.stop()
         with self._write_lock:
             self._con.close()
+
+
+def _hex_ids_array(ids: HexIds, rows: int) -> pa.Array:
+    data = ids.joined.encode("ascii")
+    if len(data) != 32 * rows:
+        raise ValueError(f"event_id: {len(data) // 32} ids for {rows} rows")
+    offsets = np.arange(0, len(data) + 1, 32, dtype=np.int32)
+    return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _time_ranges(stamps: pa.ChunkedArray, latest_ms: int) -> list[tuple[int, int]]:
