@@ -4,10 +4,11 @@ It is the embedded default's sink (``edgemetrics serve``) and the Worker's stand
 tests, so it answers exactly as the protocol says: the signature and timestamp window
 first, then size, encoding and shape, then each event on its own (a bad event is listed
 with its field and rule, the good ones are written). A batch id it has already accepted is
-answered ``duplicate: true`` and not written again; event ids are unique in the store, so
-even a replay the collector has forgotten (after a restart) stores nothing twice. Accepted
-batches are fsynced to a journal before the answer and moved into the store in large
-inserts (see docs/delivery.md).
+answered ``duplicate: true`` and not written again; the store leaves out events it already
+holds, so even a replay the collector has forgotten (after a restart) stores nothing twice.
+A body whose every event is valid is decoded and encoded by whole columns
+(:func:`edgemetrics.columnar.decode_batch`); accepted batches are fsynced to a journal
+before the answer and moved into the store a row group at a time (see docs/delivery.md).
 
 More routes (e.g. ``POST /v1/collect`` for browsers) plug in through ``extra_routes``.
 

@@ -355,6 +355,7 @@ class Columns:
     count: int = 0
 
     def add(self, dataset: str, rows: Rows) -> None:
+        """Append one dataset's rows (after any it already has)."""
         if rows.count == 0:
             return
         present = self.tables.get(dataset)

@@ -104,6 +104,11 @@ class HexIds:
     joined: str
 
     def split(self) -> list[str]:
+        """The ids one by one.
+
+        >>> HexIds("a" * 32 + "b" * 32).split() == ["a" * 32, "b" * 32]
+        True
+        """
         j = self.joined
         return [j[i : i + 32] for i in range(0, len(j), 32)]
 
