@@ -78,3 +78,36 @@ def test_a_full_disk_raises_and_leaves_only_whole_records(tmp_path: Path) -> Non
     assert 0 < ok < 7
     payloads = [p for _, p in Journal(tmp_path).recover()]
     assert payloads == [bytes([n]) * 10_000 for n in range(ok)]
+
+
+def test_a_long_journal_is_moved_into_the_store_in_row_groups_at_start(tmp_path: Path) -> None:
+    import time
+
+    from edgemetrics.collector import _Intake, _payload
+    from edgemetrics.columnar import Columns
+    from edgemetrics.events import View
+    from edgemetrics.layout import encode
+    from edgemetrics.store import EmbeddedStore
+
+    journal = Journal(tmp_path / "journal", segment_bytes=20_000)
+    expected = set()
+    for _ in range(30):  # what a crashed collector left: 30 answered batches of 50 events
+        points = [encode(View(content_id="v1", creator_id="c1")) for _ in range(50)]
+        expected.update(p.event_id for p in points)
+        columns = Columns()
+        columns.add_points(points)
+        journal.append([_payload(columns)])
+    journal.close()
+
+    store = EmbeddedStore(tmp_path / "store.duckdb")
+    intake = _Intake(store, tmp_path / "journal", min_insert_rows=200)
+    deadline = time.monotonic() + 30
+    while intake.moved < 1500 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    intake.close()
+    assert intake.inserted == 1500 and intake.pending_events() == 0
+    assert 1 < intake.inserts <= 8  # in groups of at least 200 rows, not one per batch
+    ids = {r["event_id"] for r in store.query("SELECT event_id FROM edgemetrics_content")}
+    assert ids == expected
+    assert list((tmp_path / "journal").glob("seg-*.log")) == []
+    store.close()

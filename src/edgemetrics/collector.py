@@ -258,6 +258,10 @@ class _Intake:
         # (segment, columns) of journaled batches not yet handed to the mover.
         self._journaled: list[tuple[int, Columns]] = []
         self._waiting_rows = 0
+        # The mover's rows in memory, waiting for an insert, and since when.
+        self._gathered: list[tuple[int, Columns]] = []
+        self._gathered_rows = 0
+        self._oldest = 0.0
         self._last_arrival = 0.0
         self._closed = False
         self._writer_done = False
@@ -323,7 +327,7 @@ class _Intake:
             _wake([waiter for _, _, waiter in taken], None)
 
     def _recover(self) -> None:
-        """Hand what an earlier run left in the journal to the mover."""
+        """Move what an earlier run left in the journal (before anything newer)."""
         legacy = self.directory / SPOOL_FILENAME
         if legacy.exists():
             self._move_legacy()
@@ -333,13 +337,9 @@ class _Intake:
                 self.journal_events += columns.count
                 self._waiting_rows += columns.count
                 self._journaled.append((segment, columns))
-                # Bounded memory while reading a long journal: let the mover catch up.
-                while self._waiting_rows > self.max_waiting_rows:
-                    self._cond.release()
-                    try:
-                        self._move_some(force=True)
-                    finally:
-                        self._cond.acquire()
+                full = self._waiting_rows >= self.min_insert_rows
+            if full:  # a long journal is moved as it is read: memory stays bounded
+                self._move_some(force=True)
 
     def _move_legacy(self) -> None:
         spool = Spool(self.directory, max_bytes=1 << 62, max_age=float("inf"), lease_s=600)
@@ -362,9 +362,6 @@ class _Intake:
             self._recover()
         except Exception:
             log.exception("edgemetrics collector: reading the journal back failed")
-        self._gathered: list[tuple[int, Columns]] = []
-        self._gathered_rows = 0
-        self._oldest = 0.0
         while True:
             with self._cond:
                 while True:
@@ -408,7 +405,6 @@ class _Intake:
             for dataset, parts in by_dataset.items():
                 rows = concat_rows(parts)
                 inserted += self.store.write_columns(dataset, rows.columns, rows.count)
-                by_dataset[dataset] = [rows]  # a retry need not concatenate again
                 self.inserts += 1
         except Exception:
             log.exception("edgemetrics collector: moving the journal into the store failed")

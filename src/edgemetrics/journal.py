@@ -57,6 +57,8 @@ class Journal:
         # count theirs when they are read back.
         self._open_records: dict[int, int] = dict.fromkeys(found, 0)
         self._left = list(found)
+        # Segments not yet read back whole: kept even when their records read so far are done.
+        self._unread = set(found)
         self._active = (found[-1] + 1) if found else 0
         self._fd: int | None = None
         self._size = 0
@@ -88,7 +90,8 @@ class Journal:
                     len(data) - offset,
                 )
             with self._lock:
-                if self._open_records[segment] == 0:
+                self._unread.discard(segment)
+                if self._open_records[segment] <= 0:
                     self._delete(segment)
         self._left = []
 
@@ -122,7 +125,9 @@ class Journal:
         with self._lock:
             left = self._open_records.get(segment, 0) - records
             self._open_records[segment] = left
-            if left <= 0 and (segment != self._active or self._fd is None):
+            if left <= 0 and segment not in self._unread and (
+                segment != self._active or self._fd is None
+            ):
                 self._delete(segment)
 
     def close(self) -> None:
