@@ -125,8 +125,10 @@ class Journal:
         with self._lock:
             left = self._open_records.get(segment, 0) - records
             self._open_records[segment] = left
-            if left <= 0 and segment not in self._unread and (
-                segment != self._active or self._fd is None
+            if (
+                left <= 0
+                and segment not in self._unread
+                and (segment != self._active or self._fd is None)
             ):
                 self._delete(segment)
 
