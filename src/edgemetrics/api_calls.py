@@ -24,7 +24,6 @@ or a cost-mode aggregate.
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import os
 import random
 import re
@@ -35,7 +34,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from edgemetrics.events import ApiCall, Event
+from edgemetrics.events import ApiCall, Event, new_event_id, utc_ms
 
 # Every path no route matched (404 scans, bots) shares this label: cardinality stays flat.
 UNMATCHED_ROUTE = "(unmatched)"
@@ -152,20 +151,14 @@ class ApiCallRecorder:
             self._fold(wall, method, route, status, duration_ms, size, weight)
             return None
         # What _api_call does, inlined: this runs once per request on the exporter thread.
-        ms = int(wall * 1000)
-        last = _last_ms[0]
-        if ms != last[0]:
-            last = (ms, datetime.fromtimestamp(ms / 1000, tz=UTC))
-            _last_ms[0] = last
-        prefix, step = _id_state
         event = _new(ApiCall)
         _set(
             event,
             "__dict__",
             {
                 "type": "api_call",
-                "event_id": f"{prefix}{step():016x}",
-                "timestamp": last[1],
+                "event_id": new_event_id(),
+                "timestamp": utc_ms(wall),
                 "session_id": None,
                 "user_id": None,
                 "authenticated": bool(authenticated),
@@ -246,27 +239,6 @@ class ApiCallRecorder:
         ]
 
 
-# Event ids: 64 random bits drawn from the OS per process (again in every forked child:
-# ids must never repeat across gunicorn workers) followed by a 64-bit counter. Unique
-# within a process by construction and across processes with overwhelming probability,
-# and several times cheaper than uuid4, which reads the OS for every id.
-_id_state: list[Any] = []
-
-
-def _reset_ids() -> None:
-    _id_state[:] = [os.urandom(8).hex(), itertools.count(1).__next__]
-
-
-_reset_ids()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_ids)
-
-
-def _new_id() -> str:
-    prefix, step = _id_state
-    return f"{prefix}{step():016x}"
-
-
 _FIELDS_SET = frozenset(
     (
         "type", "event_id", "timestamp", "service", "method", "route", "status_code",
@@ -303,7 +275,7 @@ def _api_call(
         "__dict__",
         {
             "type": "api_call",
-            "event_id": _new_id(),
+            "event_id": new_event_id(),
             "timestamp": timestamp,
             "session_id": None,
             "user_id": None,
@@ -324,9 +296,6 @@ def _api_call(
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
-
-
-_last_ms: list[tuple[int, datetime]] = [(0, datetime.fromtimestamp(0, tz=UTC))]
 
 
 _recorders: weakref.WeakSet[ApiCallRecorder] = weakref.WeakSet()
@@ -352,14 +321,3 @@ def _wall_offset(now_perf: float) -> float:
         offset = time.time() - perf
         _offset[:] = [perf, offset]
     return offset
-
-
-def _utc_ms(wall: float) -> datetime:
-    # Events keep milliseconds (AE's and DuckDB's resolution), as the model's validator
-    # does. Under load many requests share a millisecond: reuse the last datetime.
-    ms = int(wall * 1000)
-    last = _last_ms[0]
-    if ms != last[0]:
-        last = (ms, datetime.fromtimestamp(ms / 1000, tz=UTC))
-        _last_ms[0] = last  # one store: another exporter thread sees old or new, whole
-    return last[1]
