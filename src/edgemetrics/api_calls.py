@@ -174,7 +174,7 @@ class ApiCallRecorder:
                 "errors": weight if status >= 500 else 0,
             },
         )
-        _set(event, "__pydantic_fields_set__", _FIELDS_SET)
+        _set(event, "__pydantic_fields_set__", set(_FIELDS_SET))
         _set(event, "__pydantic_extra__", None)
         _set(event, "__pydantic_private__", None)
         return event
@@ -239,6 +239,7 @@ class ApiCallRecorder:
         ]
 
 
+# pydantic keeps a mutable set per model (model_copy adds to it): each event gets a copy.
 _FIELDS_SET = frozenset(
     (
         "type", "event_id", "timestamp", "service", "method", "route", "status_code",
@@ -292,7 +293,7 @@ def _api_call(
             "errors": errors,
         },
     )
-    _set(event, "__pydantic_fields_set__", _FIELDS_SET)
+    _set(event, "__pydantic_fields_set__", set(_FIELDS_SET))
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event

@@ -1,8 +1,11 @@
 """A batch of events, the sink interface and how a sink says it failed.
 
 A batch's id is assigned once and travels with it through retries and the spool, so a
-receiver can drop a batch it has already accepted. ``body`` is the gzipped request body,
-set once the exporter serialised it (or when the batch comes back from the spool).
+receiver can drop a batch it has already accepted. ``body`` is the gzipped request body:
+set when the exporter serialised the batch for a sink that sends it, when the batch comes
+back from the spool, or the first time :meth:`Batch.gzipped_body` is asked for it. A sink
+that takes the events in-process (``takes_events = True``: the store, the memory sink)
+never pays for a body it would not read.
 
 >>> from edgemetrics.events import View
 >>> batch = Batch([View(content_id="v1")])
@@ -47,10 +50,12 @@ class Batch:
         return any(event.family == "commerce" for event in self.events)
 
     def gzipped_body(self) -> bytes:
-        """The request body as sent: ``{"batch_id", "events"}`` JSON, gzipped."""
-        if self.body is not None:
-            return self.body
-        return gzip_body(encode_body(self.batch_id, self.events))
+        """The request body as sent: ``{"batch_id", "events"}`` JSON, gzipped (made once)."""
+        if self.body is None:
+            # Frozen for its users; the body is a cache of what the events already say.
+            object.__setattr__(self, "body", gzip_body(encode_body(self.batch_id, self.events)))
+        assert self.body is not None
+        return self.body
 
     def load_events(self) -> list[Event]:
         """The events as models (parsed from the body for a batch read back from the spool)."""
@@ -66,6 +71,11 @@ class Sink(Protocol):
     ``write`` returns once the sink accepted the batch (optionally the number of events
     it rejected one by one) and raises :class:`SinkError` (try again later) or
     :class:`BatchRejected` (never accepted) when it did not.
+
+    A sink may say ``takes_events = True`` (a class attribute): it reads ``batch.events``
+    in-process, so the exporter neither serialises nor gzips batches for it (a batch
+    that goes to the spool is serialised then). Without it, the exporter serialises
+    every batch on its thread and keeps each body within ``max_batch_bytes``.
     """
 
     def write(self, batch: Batch) -> int | None: ...

@@ -73,6 +73,7 @@ class Exporter:
         self._failures = 0
         self._backoff_until = 0.0
         self._spool_work = client.spool is not None
+        self._takes_events = bool(getattr(client.sink, "takes_events", False))
         self._next_spool_check = 0.0
         self._next_health = (
             time.monotonic() + client.health_interval if client.health_interval else float("inf")
@@ -258,7 +259,13 @@ class Exporter:
             self._idle.notify_all()
 
     def _batches(self, events: list[Event]) -> list[Batch]:
-        """Serialise; split in halves while a body would pass ``max_batch_bytes``."""
+        """Serialise; split in halves while a body would pass ``max_batch_bytes``.
+
+        For a sink that takes events in-process there is nothing to serialise: the
+        body is made later only if the batch goes to the spool.
+        """
+        if self._takes_events:
+            return [Batch(events)]
         array = encode_events(events)
         if len(array) > self.client.max_batch_bytes and len(events) > 1:
             half = len(events) // 2
