@@ -44,7 +44,7 @@ class BodyTooLarge(ValueError):
 
 def encode_events(events: Sequence[Event]) -> bytes:
     """The JSON array of the events: each one's type, id, time and the fields it was given."""
-    out = []
+    out: list[dict[str, Any]] = []
     append = out.append
     for event in events:
         values = event.__dict__
