@@ -19,7 +19,10 @@ from edgemetrics.wire import decode_body, encode_body, encode_events, gunzip_bod
 def test_an_event_read_back_from_its_short_form_is_the_same_event(data: dict[str, Any]) -> None:
     event = EVENT_TYPES[data["type"]](**data)
     (sent,) = orjson.loads(encode_events([event]))
-    assert set(sent) == {"type", "event_id", "timestamp"} | event.model_fields_set
+    if 2 * len(event.model_fields_set) < len(type(event).model_fields):
+        assert set(sent) == {"type", "event_id", "timestamp"} | event.model_fields_set
+    else:
+        assert set(sent) == set(type(event).model_fields)
     again = parse_event(sent)
     assert again == event
     assert encode(again) == encode(event)

@@ -311,13 +311,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_recorders_after_fork)
 
 # perf_counter -> wall clock: one offset, measured again each second so clock steps and
-# NTP slewing show up within a second, without two clock reads per event.
+# NTP slewing show up within a second, without two clock reads per event. Records reach
+# the exporter a little after they were taken: one taken before the last measurement
+# (but within a second of it) uses that measurement too.
 _offset: list[float] = [time.perf_counter() - 2.0, 0.0]
 
 
 def _wall_offset(now_perf: float) -> float:
     checked, offset = _offset
-    if now_perf - checked > 1.0 or now_perf < checked:
+    if not -1.0 <= now_perf - checked <= 1.0:
         perf = time.perf_counter()
         offset = time.time() - perf
         _offset[:] = [perf, offset]
