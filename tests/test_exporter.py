@@ -250,3 +250,64 @@ def test_a_purchase_through_the_decorator_is_in_the_spool_when_the_handler_retur
     finally:
         spool.close()
         edgemetrics.shutdown(timeout=0.5)
+
+
+def test_requests_reach_an_http_sink_in_wire_form_equal_to_the_models(
+    receiver: Receiver,
+) -> None:
+    """For a sink that sends bodies the middleware's records skip the model: what arrives
+    must be what the model would have said."""
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    from edgemetrics.asgi import EdgeMetricsMiddleware
+    from edgemetrics.events import ApiCall, parse_event
+    from edgemetrics.sinks import MemorySink
+
+    async def item(request: Request) -> Response:
+        return PlainTextResponse("x" * 7, status_code=201)
+
+    app = EdgeMetricsMiddleware(
+        Starlette(routes=[Route("/items/{id}", item, methods=["POST"])]), service="shop"
+    )
+    edgemetrics.configure(sink=HttpSink(receiver.url, secret=SECRET), flush_interval=0.05)
+    try:
+        with TestClient(app) as http:
+            for n in range(3):
+                http.post(f"/items/{n}?token=secret")
+        edgemetrics.track(View(content_id="v1"))
+        assert edgemetrics.flush(10)
+    finally:
+        edgemetrics.shutdown()
+    sent = receiver.events()
+    calls = [parse_event(e) for e in sent if e["type"] == "api_call"]
+    assert [e["content_id"] for e in sent if e["type"] == "view"] == ["v1"]
+    assert len(calls) == 3 and len({c.event_id for c in calls}) == 3
+    for call in calls:
+        assert isinstance(call, ApiCall)
+        assert (call.service, call.method, call.route, call.status_code) == (
+            "shop", "POST", "/items/{id}", 201,
+        )  # fmt: skip
+        assert call.response_bytes == 7 and call.calls == 1 and call.duration_ms > 0
+        assert call.duration_min_ms == call.duration_max_ms == call.duration_ms
+
+    # The same records built as models (an in-process sink) give the same events.
+    sink = MemorySink()
+    edgemetrics.configure(sink=sink, flush_interval=0.05)
+    try:
+        with TestClient(app) as http:
+            http.post("/items/9")
+        assert edgemetrics.flush(10)
+    finally:
+        edgemetrics.shutdown()
+    (model,) = sink.events
+    assert isinstance(model, ApiCall)
+    wire_form = calls[0].model_dump(
+        exclude={"event_id", "timestamp", "duration_ms", "duration_min_ms", "duration_max_ms"}
+    )
+    assert (
+        model.model_dump(
+            exclude={"event_id", "timestamp", "duration_ms", "duration_min_ms", "duration_max_ms"}
+        )
+        == wire_form
+    )

@@ -36,6 +36,8 @@ def new_batch_id() -> str:
 class Batch:
     """Events shipped together. ``batch_id`` is stable across retries."""
 
+    # The batch's events as models; with a body, possibly only some of them (``count``
+    # says how many the body holds).
     events: Sequence[Event] = ()
     batch_id: str = field(default_factory=new_batch_id)
     body: bytes | None = None
@@ -46,7 +48,10 @@ class Batch:
 
     @property
     def critical(self) -> bool:
-        """True when the batch carries money (purchases, refunds): dropped last."""
+        """True when the batch carries money (purchases, refunds): dropped last.
+
+        Events the exporter wrote straight to the body (raw records: api calls) never do.
+        """
         return any(event.family == "commerce" for event in self.events)
 
     def gzipped_body(self) -> bytes:
@@ -58,8 +63,9 @@ class Batch:
         return self.body
 
     def load_events(self) -> list[Event]:
-        """The events as models (parsed from the body for a batch read back from the spool)."""
-        if self.events or self.body is None:
+        """The events as models: ``events``, or parsed from the body when it holds more
+        (a batch read back from the spool, or one with events written in wire form)."""
+        if self.body is None or len(self.events) == len(self):
             return list(self.events)
         _, raw = decode_body(self.body, gzipped=True)
         return [parse_event(item) for item in raw]

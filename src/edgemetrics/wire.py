@@ -7,8 +7,9 @@ cost. When an event was given fewer than half its fields (a ``View(content_id=..
 only those travel, with ``type``, ``event_id`` and ``timestamp`` always: the protocol
 fills every absent optional field with its default (docs/ingest-protocol.md), so a field
 left at its default needs no bytes, no compression and no parsing at the receiver. An
-event given most of its fields is sent whole, which is cheaper than picking them out. Bodies are gzipped by ISA-L (``isal``), several times
-faster than zlib at a better ratio, in the same RFC 1952 format.
+event given most of its fields is sent whole, which is cheaper than picking them out.
+Bodies are gzipped by ISA-L (``isal``), several times faster than zlib at a better ratio,
+in the same RFC 1952 format.
 
 >>> from edgemetrics.events import View
 >>> body = encode_body("0" * 32, [View(content_id="v1", event_id="a" * 32)])
@@ -39,15 +40,24 @@ MAX_EVENTS_PER_BODY = 5000
 GZIP_LEVEL = 1
 
 
+# An event already in its wire form: the JSON object itself (RawBuilder.wire makes them).
+WireEvent = dict[str, Any]
+
+
 class BodyTooLarge(ValueError):
     """A body over the protocol's size limit."""
 
 
-def encode_events(events: Sequence[Event]) -> bytes:
-    """The JSON array of the events: each one's type, id, time and the fields it was given."""
+def encode_events(events: Sequence[Event | WireEvent]) -> bytes:
+    """The JSON array of the events: each one's type, id, time and the fields it was given
+    (an event already in wire form goes as it is)."""
     out: list[dict[str, Any]] = []
     append = out.append
     for event in events:
+        if type(event) is dict:
+            append(event)
+            continue
+        assert isinstance(event, Event)
         values = event.__dict__
         given = event.__pydantic_fields_set__
         if 2 * len(given) >= len(values):
@@ -66,7 +76,7 @@ def encode_events(events: Sequence[Event]) -> bytes:
     return orjson.dumps(out)
 
 
-def encode_body(batch_id: str, events: Sequence[Event] | bytes) -> bytes:
+def encode_body(batch_id: str, events: Sequence[Event | WireEvent] | bytes) -> bytes:
     """The uncompressed JSON body; ``events`` may be an already encoded JSON array."""
     array = events if isinstance(events, bytes) else encode_events(events)
     return b'{"batch_id":"' + batch_id.encode("ascii") + b'","events":' + array + b"}"
