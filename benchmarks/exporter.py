@@ -273,6 +273,8 @@ def bench_track(n: int) -> dict[str, float]:
     class HttpShaped:
         """Makes and signs the wire body as the HTTP sink does, then drops it."""
 
+        reads = "body"
+
         def write(self, batch: Any) -> None:
             sign(batch.gzipped_body(), SECRET)
 

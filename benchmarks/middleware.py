@@ -17,7 +17,7 @@ Peers, each set up as its documentation shows for production use:
   thread runs as in production and builds every event during the timed rounds. The
   headline figure uses an HTTP-shaped sink: the exporter serialises, gzips and signs each
   batch as for the Worker, and the sink discards the body instead of posting it. A second
-  figure uses an in-process sink (``takes_events``, as the embedded store's), for which
+  figure uses an in-process sink (``reads = "events"``, as the embedded store's), for which
   the exporter makes no wire body.
 
 Run: ``python benchmarks/middleware.py [--requests N] [--rounds R]``.
@@ -43,6 +43,8 @@ Driver = Callable[[Any, int], float]
 class DiscardSink:
     """HTTP-shaped: signs the gzipped body as the HTTP sink does, then drops it (no I/O)."""
 
+    reads = "body"
+
     def __init__(self) -> None:
         self.events = 0
 
@@ -57,7 +59,7 @@ class DiscardSink:
 class DiscardEventsSink(DiscardSink):
     """In-process, as the embedded store's sink: takes the events, needs no wire body."""
 
-    takes_events = True
+    reads = "events"
 
     def write(self, batch: Batch) -> None:
         self.events += len(batch.events)

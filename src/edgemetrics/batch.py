@@ -4,8 +4,8 @@ A batch's id is assigned once and travels with it through retries and the spool,
 receiver can drop a batch it has already accepted. ``body`` is the gzipped request body:
 set when the exporter serialised the batch for a sink that sends it, when the batch comes
 back from the spool, or the first time :meth:`Batch.gzipped_body` is asked for it. A sink
-that takes the events in-process (``takes_events = True``: the store, the memory sink)
-never pays for a body it would not read.
+that reads only the events (``reads = "events"``: the store, the memory sink) never pays
+for a body it would not read.
 
 >>> from edgemetrics.events import View
 >>> batch = Batch([View(content_id="v1")])
@@ -78,10 +78,15 @@ class Sink(Protocol):
     it rejected one by one) and raises :class:`SinkError` (try again later) or
     :class:`BatchRejected` (never accepted) when it did not.
 
-    A sink may say ``takes_events = True`` (a class attribute): it reads ``batch.events``
-    in-process, so the exporter neither serialises nor gzips batches for it (a batch
-    that goes to the spool is serialised then). Without it, the exporter serialises
-    every batch on its thread and keeps each body within ``max_batch_bytes``.
+    A sink may say what it reads of a batch (a class attribute ``reads``), so the
+    exporter makes only that:
+
+    * ``reads = "events"``: ``batch.events`` in-process (the store, the memory sink).
+      No body is made (a batch that goes to the spool is serialised then).
+    * ``reads = "body"``: only :meth:`Batch.gzipped_body` (the HTTP sink). The body
+      holds every event, within ``max_batch_bytes``; ``batch.events`` may hold only
+      some of them (instrumentation records are written straight to the body).
+    * no ``reads``: both, complete (any sink written without this in mind).
     """
 
     def write(self, batch: Batch) -> int | None: ...

@@ -246,8 +246,8 @@ def _fast_build(cls: type[BaseModel]) -> FastBuild | None:
                 return None  # not a field: pydantic names it (extra_forbidden)
             if type(value) is str:
                 memo = memos[name]
-                checked = memo.get(value)
-                if checked is None:
+                checked = memo.get(value, _MISSING)
+                if checked is _MISSING:
                     try:
                         checked = check(value)
                     except ValidationError:

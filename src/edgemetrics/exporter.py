@@ -73,7 +73,10 @@ class Exporter:
         self._failures = 0
         self._backoff_until = 0.0
         self._spool_work = client.spool is not None
-        self._takes_events = bool(getattr(client.sink, "takes_events", False))
+        # What the sink reads of a batch (see Sink): "events", "body", or both.
+        reads = getattr(client.sink, "reads", None)
+        self._takes_events = reads == "events"
+        self._sends_body = reads == "body"
         self._next_spool_check = 0.0
         self._next_health = (
             time.monotonic() + client.health_interval if client.health_interval else float("inf")
@@ -201,10 +204,10 @@ class Exporter:
                 return
 
     def _build(self, items: list[Event | tuple[Any, ...]]) -> list[Event | WireEvent]:
-        # A sink that sends bodies gets raw records straight in wire form (no model).
-        if self._takes_events:
-            return list[Event | WireEvent](self.client.build_raw(items))
-        return self.client.build_wire(items)
+        # A sink that reads only bodies gets raw records straight in wire form (no model).
+        if self._sends_body:
+            return self.client.build_wire(items)
+        return list[Event | WireEvent](self.client.build_raw(items))
 
     def _take(self) -> list[Event | WireEvent]:
         buffer = self.client._buffer

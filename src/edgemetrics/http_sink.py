@@ -66,6 +66,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 class HttpSink:
     """Ships batches to an ingest endpoint (``.../v1/batch``) with the shared secret."""
 
+    reads = "body"  # only the gzipped body: the exporter may skip models (see Sink)
+
     def __init__(
         self,
         url: str,

@@ -25,7 +25,7 @@ log = logging.getLogger("edgemetrics")
 class MemorySink:
     """Keeps events in a list: for tests and for inspecting what a host app sends."""
 
-    takes_events = True  # in-process: the exporter makes no wire body for it
+    reads = "events"  # in-process: the exporter makes no wire body for it
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -54,7 +54,7 @@ def encode_batch(batch: Batch) -> tuple[list[DataPoint], list[tuple[Event, str]]
 class StoreSink:
     """Writes straight into the embedded store owned by this process."""
 
-    takes_events = True  # in-process: the exporter makes no wire body for it
+    reads = "events"  # in-process: the exporter makes no wire body for it
 
     def __init__(self, store: EmbeddedStore, *, close_store: bool = False) -> None:
         self.store = store
