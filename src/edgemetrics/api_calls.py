@@ -24,7 +24,6 @@ or a cost-mode aggregate.
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import os
 import random
 import re
@@ -35,7 +34,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from edgemetrics.events import ApiCall, Event
+from edgemetrics.events import ApiCall, Event, new_event_id, utc_ms
 
 # Every path no route matched (404 scans, bots) shares this label: cardinality stays flat.
 UNMATCHED_ROUTE = "(unmatched)"
@@ -132,6 +131,19 @@ class ApiCallRecorder:
 
     def build(self, record: Record) -> Event | None:
         """One api_call event from a record, or None when cost mode folds it in."""
+        values = self.wire(record)
+        if values is None:
+            return None
+        event = _new(ApiCall)
+        _set(event, "__dict__", values)
+        _set(event, "__pydantic_fields_set__", set(_FIELDS_SET))
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
+        return event
+
+    def wire(self, record: Record) -> dict[str, Any] | None:
+        """The api_call of a record as its field values, which are also its wire object
+        (for a sink that sends bodies, the exporter needs no model); None in cost mode."""
         _, method, info, status, start, end, size, authenticated, weight = record
         try:
             route = self.resolve_route(info) or UNMATCHED_ROUTE
@@ -151,40 +163,26 @@ class ApiCallRecorder:
         if self.cost_mode:
             self._fold(wall, method, route, status, duration_ms, size, weight)
             return None
-        # What _api_call does, inlined: this runs once per request on the exporter thread.
-        ms = int(wall * 1000)
-        last = _last_ms[0]
-        if ms != last[0]:
-            last = (ms, datetime.fromtimestamp(ms / 1000, tz=UTC))
-            _last_ms[0] = last
-        prefix, step = _id_state
-        event = _new(ApiCall)
-        _set(
-            event,
-            "__dict__",
-            {
-                "type": "api_call",
-                "event_id": f"{prefix}{step():016x}",
-                "timestamp": last[1],
-                "session_id": None,
-                "user_id": None,
-                "authenticated": bool(authenticated),
-                "service": self.service,
-                "method": method,
-                "route": route[:200],
-                "status_code": status,
-                "duration_ms": duration_ms,
-                "response_bytes": size,
-                "calls": weight,
-                "duration_min_ms": duration_ms,
-                "duration_max_ms": duration_ms,
-                "errors": weight if status >= 500 else 0,
-            },
-        )
-        _set(event, "__pydantic_fields_set__", _FIELDS_SET)
-        _set(event, "__pydantic_extra__", None)
-        _set(event, "__pydantic_private__", None)
-        return event
+        # Valid by construction (route and method checked above, numbers from the clock
+        # and the server), in the model's field order: no validation needed.
+        return {
+            "type": "api_call",
+            "event_id": new_event_id(),
+            "timestamp": utc_ms(wall),
+            "session_id": None,
+            "user_id": None,
+            "authenticated": bool(authenticated),
+            "service": self.service,
+            "method": method,
+            "route": route[:200],
+            "status_code": status,
+            "duration_ms": duration_ms,
+            "response_bytes": size,
+            "calls": weight,
+            "duration_min_ms": duration_ms,
+            "duration_max_ms": duration_ms,
+            "errors": weight if status >= 500 else 0,
+        }
 
     def _fold(
         self,
@@ -246,27 +244,7 @@ class ApiCallRecorder:
         ]
 
 
-# Event ids: 64 random bits drawn from the OS per process (again in every forked child:
-# ids must never repeat across gunicorn workers) followed by a 64-bit counter. Unique
-# within a process by construction and across processes with overwhelming probability,
-# and several times cheaper than uuid4, which reads the OS for every id.
-_id_state: list[Any] = []
-
-
-def _reset_ids() -> None:
-    _id_state[:] = [os.urandom(8).hex(), itertools.count(1).__next__]
-
-
-_reset_ids()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_ids)
-
-
-def _new_id() -> str:
-    prefix, step = _id_state
-    return f"{prefix}{step():016x}"
-
-
+# pydantic keeps a mutable set per model (model_copy adds to it): each event gets a copy.
 _FIELDS_SET = frozenset(
     (
         "type", "event_id", "timestamp", "service", "method", "route", "status_code",
@@ -303,7 +281,7 @@ def _api_call(
         "__dict__",
         {
             "type": "api_call",
-            "event_id": _new_id(),
+            "event_id": new_event_id(),
             "timestamp": timestamp,
             "session_id": None,
             "user_id": None,
@@ -320,13 +298,10 @@ def _api_call(
             "errors": errors,
         },
     )
-    _set(event, "__pydantic_fields_set__", _FIELDS_SET)
+    _set(event, "__pydantic_fields_set__", set(_FIELDS_SET))
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
-
-
-_last_ms: list[tuple[int, datetime]] = [(0, datetime.fromtimestamp(0, tz=UTC))]
 
 
 _recorders: weakref.WeakSet[ApiCallRecorder] = weakref.WeakSet()
@@ -341,25 +316,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_recorders_after_fork)
 
 # perf_counter -> wall clock: one offset, measured again each second so clock steps and
-# NTP slewing show up within a second, without two clock reads per event.
+# NTP slewing show up within a second, without two clock reads per event. Records reach
+# the exporter a little after they were taken: one taken before the last measurement
+# (but within a second of it) uses that measurement too.
 _offset: list[float] = [time.perf_counter() - 2.0, 0.0]
 
 
 def _wall_offset(now_perf: float) -> float:
     checked, offset = _offset
-    if now_perf - checked > 1.0 or now_perf < checked:
+    if not -1.0 <= now_perf - checked <= 1.0:
         perf = time.perf_counter()
         offset = time.time() - perf
         _offset[:] = [perf, offset]
     return offset
-
-
-def _utc_ms(wall: float) -> datetime:
-    # Events keep milliseconds (AE's and DuckDB's resolution), as the model's validator
-    # does. Under load many requests share a millisecond: reuse the last datetime.
-    ms = int(wall * 1000)
-    last = _last_ms[0]
-    if ms != last[0]:
-        last = (ms, datetime.fromtimestamp(ms / 1000, tz=UTC))
-        _last_ms[0] = last  # one store: another exporter thread sees old or new, whole
-    return last[1]

@@ -28,7 +28,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from edgemetrics.batch import Batch, BatchRejected, Sink, SinkError, new_batch_id
 from edgemetrics.events import EVENT_TYPES, Event, PipelineHealth
@@ -36,7 +36,7 @@ from edgemetrics.exporter import Exporter, RetryPolicy
 from edgemetrics.privacy import Pseudonymizer
 from edgemetrics.selfmon import Counters, health_event
 from edgemetrics.spool import Spool, SpoolError
-from edgemetrics.wire import encode_body, gzip_body
+from edgemetrics.wire import WireEvent, encode_body, gzip_body
 
 __all__ = [
     "Batch",
@@ -61,6 +61,11 @@ class RawBuilder(Protocol):
     ``build`` gets the whole record (whose first item is the builder itself) and returns
     the event, or None when it kept the record for an aggregate. ``drain`` returns the
     aggregates that are complete; ``force`` (flush, close) asks for all of them.
+
+    A builder may also have ``wire(record)``: the same event as its wire object (what
+    :func:`edgemetrics.wire.encode_events` would write for it), or None. The exporter
+    uses it for sinks that send the wire body, and skips the model altogether. Such
+    events carry no user id and no money (they are neither pseudonymised nor critical).
     """
 
     def build(self, record: tuple[Any, ...]) -> Event | None: ...
@@ -195,21 +200,35 @@ class Client:
 
     def build_raw(self, items: list[Event | tuple[Any, ...]]) -> list[Event]:
         """Exporter thread: raw records become events (or go into their aggregates)."""
-        out: list[Event] = []
+        return cast(list[Event], self._build(items, wire=False))
+
+    def build_wire(self, items: list[Event | tuple[Any, ...]]) -> list[Event | WireEvent]:
+        """Exporter thread, for a sink that sends wire bodies: raw records become wire
+        objects where their builder can make them (no model in between), else events."""
+        return self._build(items, wire=True)
+
+    def _build(self, items: list[Event | tuple[Any, ...]], *, wire: bool) -> list[Any]:
+        out: list[Any] = []
+        append = out.append
         builders = self._builders
+        last: Any = None
+        make: Any = None
         for item in items:
             if type(item) is not tuple:
-                out.append(item)  # type: ignore[arg-type]
+                append(item)
                 continue
             builder = item[0]
-            builders.add(builder)
+            if builder is not last:
+                builders.add(builder)
+                last = builder
+                make = (getattr(builder, "wire", None) if wire else None) or builder.build
             try:
-                event = builder.build(item)
+                event = make(item)
             except Exception as exc:  # a builder bug must never stop the exporter
                 log.warning("edgemetrics: raw record dropped: %r", exc)
                 continue
             if event is not None:
-                out.append(event)
+                append(event)
         return out
 
     def drain_aggregates(self, force: bool) -> list[Event]:
@@ -277,7 +296,9 @@ class Client:
 
     def prepare(self, events: list[Event]) -> list[Event]:
         """What may leave the process: user ids pseudonymised, opted-out users' events
-        dropped (counted in ``dropped_opted_out``). Runs on the exporter thread."""
+        dropped (counted in ``dropped_opted_out``). Runs on the exporter thread.
+
+        """
         if not events:
             return events
         try:
@@ -296,6 +317,12 @@ class Client:
         if dropped:
             self.counters.add(dropped_opted_out=dropped)
         return kept
+
+    def prepare_items(self, items: list[Event | WireEvent]) -> list[Event | WireEvent]:
+        """:meth:`prepare` for a mix of models and wire objects; wire objects (raw records
+        written for the wire) carry no user id and pass as they are."""
+        # The pseudonymiser reads user_id with getattr: a wire object has none.
+        return cast(list[Event | WireEvent], self.prepare(cast(list[Event], items)))
 
     # --- control -----------------------------------------------------------------
 

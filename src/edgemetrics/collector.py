@@ -33,7 +33,6 @@ import contextlib
 import logging
 import threading
 import time
-import types
 import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -70,6 +69,7 @@ from edgemetrics.wire import (
     MAX_EVENTS_PER_BODY,
     MAX_SENT_BYTES,
     BodyTooLarge,
+    gunzip_body,
 )
 
 if TYPE_CHECKING:
@@ -134,35 +134,6 @@ def ingest_events(raw_events: Sequence[Any]) -> IngestResult:
         except LayoutLimitError as exc:
             rejected.append(_rejection(index, raw, [("event", "blob_bytes", str(exc))]))
     return IngestResult(points, rejected)
-
-
-_inflate: types.ModuleType
-try:  # ISA-L inflates about twice as fast as zlib; `pip install edgemetrics[serve]` has it
-    from isal import isal_zlib as _inflate
-except ImportError:  # pragma: no cover - the serve extra installs isal
-    _inflate = zlib
-
-
-def gunzip(data: bytes, limit: int) -> bytes:
-    """:func:`edgemetrics.wire.gunzip_body` (same rules: a body inflating past ``limit``
-    raises BodyTooLarge, a broken or truncated stream zlib.error), with ISA-L's inflate
-    when it is installed.
-
-    >>> from edgemetrics.wire import gzip_body
-    >>> gunzip(gzip_body(b"x" * 100), limit=100)[:3]
-    b'xxx'
-    """
-    inflater = _inflate.decompressobj(31)
-    error: type[Exception] = _inflate.error
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except error as exc:
-        raise zlib.error(str(exc)) from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise BodyTooLarge(f"the body inflates past {limit} bytes")
-    if not inflater.eof:
-        raise zlib.error("the gzip stream is truncated")
-    return bytes(out)
 
 
 def _payload(columns: Columns) -> bytes:
@@ -534,7 +505,7 @@ class BatchEndpoint:
             return _error(401, exc.code, exc.message)
         if encoding == "gzip":
             try:
-                body = gunzip(body, settings.max_decompressed_bytes)
+                body = gunzip_body(body, settings.max_decompressed_bytes)
             except BodyTooLarge:
                 return _error(
                     413,

@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgemetrics.batch import Batch, BatchRejected, SinkError, new_batch_id
 from edgemetrics.events import Event
 from edgemetrics.spool import SpooledBatch, SpoolError
-from edgemetrics.wire import encode_body, encode_events, gzip_body
+from edgemetrics.wire import WireEvent, encode_body, encode_events, gzip_body
 
 if TYPE_CHECKING:
     from edgemetrics.client import Client
@@ -64,7 +64,7 @@ class Exporter:
         self.client = client
         self._wake = threading.Event()
         self._idle = threading.Condition()
-        self._in_flight: list[Event] = []
+        self._in_flight: list[Event | WireEvent] = []
         # flush() asks for open aggregates (cost mode) too: requests and what was served.
         self._drain_requested = 0
         self._drained = 0
@@ -73,6 +73,10 @@ class Exporter:
         self._failures = 0
         self._backoff_until = 0.0
         self._spool_work = client.spool is not None
+        # What the sink reads of a batch (see Sink): "events", "body", or both.
+        reads = getattr(client.sink, "reads", None)
+        self._takes_events = reads == "events"
+        self._sends_body = reads == "body"
         self._next_spool_check = 0.0
         self._next_health = (
             time.monotonic() + client.health_interval if client.health_interval else float("inf")
@@ -199,7 +203,13 @@ class Exporter:
                 self._ship_aggregates(wanted)
                 return
 
-    def _take(self) -> list[Event]:
+    def _build(self, items: list[Event | tuple[Any, ...]]) -> list[Event | WireEvent]:
+        # A sink that reads only bodies gets raw records straight in wire form (no model).
+        if self._sends_body:
+            return self.client.build_wire(items)
+        return list[Event | WireEvent](self.client.build_raw(items))
+
+    def _take(self) -> list[Event | WireEvent]:
         buffer = self.client._buffer
         while True:
             n = min(len(buffer), self.client.max_batch)
@@ -213,21 +223,21 @@ class Exporter:
                 return []
             # Counted here, off the caller's thread: events_in = what left the buffer.
             self.client.counters.add(tracked=len(items))
-            out = self.client.build_raw(items)
+            out = self._build(items)
             if not out:  # all folded into aggregates
                 continue
             # In flight before the privacy step (it may touch the key store), so a
             # concurrent flush() never sees an empty buffer and nothing in flight.
             with self._idle:
                 self._in_flight = out
-            kept = self.client.prepare(out)
+            kept = self.client.prepare_items(out)
             if kept:
                 return kept
             with self._idle:
                 self._in_flight = []
                 self._idle.notify_all()
 
-    def _take_all(self) -> list[Event]:
+    def _take_all(self) -> list[Event | WireEvent]:
         buffer = self.client._buffer
         items = []
         while True:
@@ -235,8 +245,8 @@ class Exporter:
                 items.append(buffer.popleft())
             except IndexError:
                 break
-        events = self.client.build_raw(items) + self.client.drain_aggregates(force=True)
-        return self.client.prepare(events)
+        events = self._build(items) + list(self.client.drain_aggregates(force=True))
+        return self.client.prepare_items(events)
 
     def _ship_aggregates(self, wanted: int) -> None:
         """Ship the aggregates that are complete, or all of them when a flush asked."""
@@ -244,7 +254,7 @@ class Exporter:
         ready = self.client.prepare(self.client.drain_aggregates(force))
         step = self.client.max_batch
         for start in range(0, len(ready), step):
-            chunk = ready[start : start + step]
+            chunk = list[Event | WireEvent](ready[start : start + step])
             with self._idle:
                 self._in_flight = chunk
             try:
@@ -257,16 +267,25 @@ class Exporter:
             self._drained = max(self._drained, wanted)
             self._idle.notify_all()
 
-    def _batches(self, events: list[Event]) -> list[Batch]:
-        """Serialise; split in halves while a body would pass ``max_batch_bytes``."""
+    def _batches(self, events: list[Event | WireEvent]) -> list[Batch]:
+        """Serialise; split in halves while a body would pass ``max_batch_bytes``.
+
+        For a sink that takes events in-process there is nothing to serialise: the
+        body is made later only if the batch goes to the spool.
+        """
+        if self._takes_events:
+            return [Batch(events)]  # type: ignore[arg-type]  # models only (see _build)
         array = encode_events(events)
         if len(array) > self.client.max_batch_bytes and len(events) > 1:
             half = len(events) // 2
             return self._batches(events[:half]) + self._batches(events[half:])
         batch_id = new_batch_id()
-        return [Batch(events, batch_id=batch_id, body=gzip_body(encode_body(batch_id, array)))]
+        # The body holds every event; ``events`` keeps the models among them.
+        models = [e for e in events if type(e) is not dict]
+        body = gzip_body(encode_body(batch_id, array))
+        return [Batch(models, batch_id=batch_id, body=body, count=len(events))]  # type: ignore[arg-type]
 
-    def _deliver_live(self, events: list[Event]) -> None:
+    def _deliver_live(self, events: list[Event | WireEvent]) -> None:
         batches = self._batches(events)
         with self._idle:
             # Registered before any is sent: until answered, each is "pending" (exit
@@ -425,7 +444,7 @@ class Exporter:
         else:
             counters.add(dropped_spool_full=len(batch))
 
-    def _spool_or_drop(self, events: list[Event], *, reason: str) -> None:
+    def _spool_or_drop(self, events: list[Event | WireEvent], *, reason: str) -> None:
         for batch in self._batches(events):
             self._spool_batch(batch, reason=reason)
 

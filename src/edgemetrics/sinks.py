@@ -25,6 +25,8 @@ log = logging.getLogger("edgemetrics")
 class MemorySink:
     """Keeps events in a list: for tests and for inspecting what a host app sends."""
 
+    reads = "events"  # in-process: the exporter makes no wire body for it
+
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.batches: list[Batch] = []
@@ -51,6 +53,8 @@ def encode_batch(batch: Batch) -> tuple[list[DataPoint], list[tuple[Event, str]]
 
 class StoreSink:
     """Writes straight into the embedded store owned by this process."""
+
+    reads = "events"  # in-process: the exporter makes no wire body for it
 
     def __init__(self, store: EmbeddedStore, *, close_store: bool = False) -> None:
         self.store = store

@@ -62,12 +62,12 @@ def werkzeug_route(environ: Environ) -> str:
     """
     template = environ.get(ROUTE_KEY)
     if template is None:
-        request = environ.get("werkzeug.request")
-        rule = getattr(request, "url_rule", None)
+        rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
         template = getattr(rule, "rule", None)
-    if not isinstance(template, str):
+    if type(template) is not str:
         return UNMATCHED_ROUTE
-    return str(environ.get("SCRIPT_NAME", "")).rstrip("/") + template
+    script = environ.get("SCRIPT_NAME")
+    return str(script).rstrip("/") + template if script else template
 
 
 class _Recorded:
@@ -198,36 +198,36 @@ class EdgeMetricsWSGIMiddleware:
             raise
         return _Recorded(self, environ, body, start, state)
 
-    def _is_authenticated(self, environ: Environ) -> bool:
-        if self._authenticated is None:
-            return False
-        try:
-            return bool(self._authenticated(environ))
-        except Exception:
-            return False
-
     def _record(
         self, environ: Environ, status: int, start: float, size: int, route: str | None
     ) -> None:
+        end = perf_counter()
         client = edgemetrics._client
-        if client is not None:
-            # A route not read at start_response (the app raised) is read now; the
-            # buffer keeps strings, never the environ and the framework objects in it.
-            if route is None:
-                try:
-                    route = self._route(environ)
-                except Exception:
-                    route = UNMATCHED_ROUTE
-            client.track_raw(
-                (
-                    self.recorder,
-                    environ.get("REQUEST_METHOD", "GET"),
-                    route,
-                    status,
-                    start,
-                    perf_counter(),
-                    size,
-                    self._is_authenticated(environ),
-                    self._weight,
-                )
+        if client is None:
+            return
+        # A route not read at start_response (the app raised) is read now; the buffer
+        # keeps strings, never the environ and the framework objects in it.
+        if route is None:
+            try:
+                route = self._route(environ)
+            except Exception:
+                route = UNMATCHED_ROUTE
+        authenticated = False
+        if self._authenticated is not None:
+            try:
+                authenticated = bool(self._authenticated(environ))
+            except Exception:
+                authenticated = False
+        client.track_raw(
+            (
+                self.recorder,
+                environ.get("REQUEST_METHOD", "GET"),
+                route,
+                status,
+                start,
+                end,
+                size,
+                authenticated,
+                self._weight,
             )
+        )
