@@ -47,21 +47,20 @@ def free_port() -> int:
 
 
 def role_collector(store_path: str, port: int) -> None:
-    import uvicorn
+    """``edgemetrics serve``, as a user runs it."""
+    from edgemetrics.serve_command import serve
 
-    from edgemetrics.collector import CollectorSettings, create_collector_app
-    from edgemetrics.store import EmbeddedStore
-
-    store = EmbeddedStore(store_path)
-    if os.environ.get("EM_DUCKDB_THREADS"):
-        store.execute(f"SET threads = {int(os.environ['EM_DUCKDB_THREADS'])}")
-    app = create_collector_app(store, settings=CollectorSettings(secret=SECRET))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    serve(store_path, SECRET, port=port, log_level="error")
 
 
 def role_posthog_endpoint(store_path: str, port: int) -> None:
-    """PostHog's ``POST /batch/`` doing the collector's work: validate, encode, store."""
-    import gzip
+    """PostHog's ``POST /batch/`` doing the collector's work: validate, encode, store.
+
+    It gets what the collector's process gets from ``edgemetrics serve`` and is not
+    specific to our protocol: the same store (and its write path), DuckDB in one thread,
+    the same gzip inflate, the same garbage-collector settings, uvicorn[standard].
+    """
+    import gc
 
     import orjson
     import uvicorn
@@ -73,8 +72,10 @@ def role_posthog_endpoint(store_path: str, port: int) -> None:
 
     from edgemetrics.collector import ingest_events
     from edgemetrics.store import EmbeddedStore
+    from edgemetrics.wire import gunzip_body
 
     store = EmbeddedStore(store_path)
+    store.execute("SET threads = 1")
     stats = {"inserted": 0}
     lock = threading.Lock()
 
@@ -99,7 +100,7 @@ def role_posthog_endpoint(store_path: str, port: int) -> None:
     async def batch(request: Request) -> Response:
         body = await request.body()
         if request.headers.get("content-encoding") == "gzip":
-            body = gzip.decompress(body)
+            body = gunzip_body(body, 50 * 2**20)
         await run_in_threadpool(ingest, orjson.loads(body)["batch"])
         return Response(b'{"status": 1}', media_type="application/json")
 
@@ -112,6 +113,9 @@ def role_posthog_endpoint(store_path: str, port: int) -> None:
             Route("/healthz", health, methods=["GET"]),
         ]
     )
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
@@ -182,6 +186,71 @@ def role_producer(kind: str, url: str, events: int, prebuilt: bool) -> None:
         ph.shutdown()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"DONE {usage.ru_utime + usage.ru_stime - cpu_at_start}", flush=True)
+
+
+def role_loadgen(port: int, events: int, connections: int) -> None:
+    """The collector's load alone: bodies the exporter would send (250 views each, built,
+    encoded, gzipped and signed before the clock starts), posted as fast as ``connections``
+    keep-alive connections allow. Prints the start time and the answers' status codes."""
+    import socket
+
+    from edgemetrics.batch import new_batch_id
+    from edgemetrics.events import View
+    from edgemetrics.signing import sign
+    from edgemetrics.wire import encode_body, gzip_body
+
+    requests = []
+    for _ in range(events // 250):
+        batch = [
+            View(content_id="v1", creator_id="c1", position=n % 600, country="DE")
+            for n in range(250)
+        ]
+        body = gzip_body(encode_body(new_batch_id(), batch))
+        head = (
+            "POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in sign(body, SECRET).items())
+            + "\r\n"
+        )
+        requests.append(head.encode() + body)
+    todo = iter(requests)
+    lock = threading.Lock()
+    statuses: dict[str, int] = {}
+
+    def send() -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            buffer = b""
+            while True:
+                with lock:
+                    request = next(todo, None)
+                if request is None:
+                    return
+                sock.sendall(request)
+                while (end := buffer.find(b"\r\n\r\n")) < 0 or len(buffer) < end + 4 + (
+                    length := _content_length(buffer[:end])
+                ):
+                    buffer += sock.recv(65536)
+                status = buffer.split(b" ", 2)[1].decode()
+                with lock:
+                    statuses[status] = statuses.get(status, 0) + 1
+                buffer = buffer[end + 4 + length :]
+
+    threads = [threading.Thread(target=send) for _ in range(connections)]
+    print(f"START {time.time()}", flush=True)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"DONE {statuses}", flush=True)
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 # --- measurements -------------------------------------------------------------------
@@ -321,24 +390,31 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 def bench_e2e(kind: str, events: int, prebuilt: bool) -> tuple[float, float, float]:
-    """Events/s, and CPU microseconds per event in the producer and in the receiver."""
+    """Events/s, and CPU microseconds per event in the producer and in the receiver.
+
+    ``kind`` "edgemetrics" and "posthog" run the real client in the producer process;
+    "loadgen" sends prebuilt bodies (:func:`role_loadgen`) to measure the collector alone.
+    The clock runs from the producer's start until the receiver's ``/healthz`` counts every
+    event as inserted into its store."""
     tmp = Path(tempfile.mkdtemp(prefix="em-bench-"))
     port = free_port()
-    role = "collector" if kind == "edgemetrics" else "posthog-endpoint"
+    role = "posthog-endpoint" if kind == "posthog" else "collector"
     server = spawn(role, str(tmp / "store.duckdb"), str(port))
     try:
         wait_http(port)
         import httpx
 
-        url = (
-            f"http://127.0.0.1:{port}/v1/batch"
-            if kind == "edgemetrics"
-            else f"http://127.0.0.1:{port}"
-        )
+        url = f"http://127.0.0.1:{port}" + ("" if kind == "posthog" else "/v1/batch")
         server_cpu = proc_cpu_seconds(server.pid)
-        prod = spawn("producer", kind, url, str(events), "1" if prebuilt else "0")
+        if kind == "loadgen":
+            prod = spawn("loadgen", str(port), str(events), "4")
+        else:
+            prod = spawn("producer", kind, url, str(events), "1" if prebuilt else "0")
         assert prod.stdout is not None
         start = float(prod.stdout.readline().split()[1])
+        if kind == "loadgen":
+            server_cpu = proc_cpu_seconds(server.pid)  # the bodies were built before START
+            producer_start = proc_cpu_seconds(prod.pid)
         deadline = time.monotonic() + 900
         inserted = 0
         while time.monotonic() < deadline:
@@ -348,7 +424,13 @@ def bench_e2e(kind: str, events: int, prebuilt: bool) -> tuple[float, float, flo
             time.sleep(0.01)
         end = time.time()
         server_cpu = proc_cpu_seconds(server.pid) - server_cpu
-        producer_cpu = float(prod.stdout.readline().split()[1])
+        if kind == "loadgen":
+            producer_cpu = proc_cpu_seconds(prod.pid) - producer_start
+            answers = prod.stdout.readline().strip()
+            if "'200'" not in answers or any(code in answers for code in ("'4", "'5")):
+                raise RuntimeError(f"loadgen: unexpected answers {answers}")
+        else:
+            producer_cpu = float(prod.stdout.readline().split()[1])
         prod.wait(60)
         if inserted < events:
             raise RuntimeError(f"{kind}: only {inserted} of {events} arrived")
@@ -443,6 +525,9 @@ def main() -> int:
     if args.role == "producer":
         role_producer(args.rest[0], args.rest[1], int(args.rest[2]), args.rest[3] == "1")
         return 0
+    if args.role == "loadgen":
+        role_loadgen(int(args.rest[0]), int(args.rest[1]), int(args.rest[2]))
+        return 0
 
     events = 20_000 if args.quick else args.events
     print(
@@ -465,6 +550,7 @@ def main() -> int:
         f"ratio otel/track = {t['otel_span'] / t['track_prebuilt']:.1f}x "
         f"(incl. build: {t['otel_span'] / t['track_built']:.2f}x)"
     )
+    alone, _, alone_r = bench_e2e("loadgen", events, prebuilt=True)
     ours, ours_p, ours_r = bench_e2e("edgemetrics", events, prebuilt=False)
     pre, pre_p, pre_r = bench_e2e("edgemetrics", events, prebuilt=True)
     ph_events = max(events // 4, 5000)
@@ -477,6 +563,10 @@ def main() -> int:
     print(
         f"end to end edgemetrics, prebuilt events:   {pre:10.0f} events/s; CPU/event: "
         f"producer {pre_p:.1f} us, collector {pre_r:.1f} us"
+    )
+    print(
+        f"collector alone (prebuilt signed bodies):  {alone:10.0f} events/s; CPU/event: "
+        f"collector {alone_r:.1f} us (goal <= 4 us)"
     )
     print(
         f"end to end posthog -> equivalent endpoint: {theirs:10.0f} events/s "

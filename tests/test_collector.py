@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -220,3 +221,66 @@ def test_extra_routes_are_served_beside_the_batch_endpoint(tmp_path: Path) -> No
         assert http.post("/v1/collect").text == "collect here"
         assert http.post("/v1/batch", content=b"{}").status_code == 401
     store.close()
+
+
+def test_a_journal_left_by_the_earlier_collector_version_is_moved_at_start(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+
+    from edgemetrics.spool import Spool
+    from edgemetrics.store import COLUMNS
+
+    # Before its journal became segment files, the collector kept accepted batches in a
+    # SQLite spool beside the store, each row an Arrow IPC stream with a dataset column.
+    store_path = tmp_path / "store.duckdb"
+    ids = [f"{7000 + n:032x}" for n in range(3)]
+    arrays = []
+    for name in COLUMNS:
+        if name == "event_id":
+            arrays.append(pa.array(ids))
+        elif name == "timestamp":
+            now_ms = time.time_ns() // 1_000_000  # recent: retention keeps 90 days
+            arrays.append(pa.array([now_ms] * 3, pa.timestamp("ms", tz="UTC")))
+        elif name == "_sample_interval":
+            arrays.append(pa.array([1] * 3, pa.uint32()))
+        elif name.startswith("double"):
+            arrays.append(pa.array([0.0] * 3))
+        else:
+            arrays.append(pa.array(["view" if name == "blob1" else ""] * 3))
+    table = pa.Table.from_arrays(arrays, names=list(COLUMNS))
+    table = table.append_column("dataset", pa.array(["edgemetrics_content"] * 3))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    spool = Spool(Path(str(store_path) + ".journal"), max_bytes=1 << 62)
+    spool.put("a" * 32, sink.getvalue().to_pybytes(), events=3, critical=True, durable=True)
+    spool.close()
+
+    c = Collector(store_path, free_port())
+    c.start()
+    try:
+        assert c.stats()["pending"] == 0
+    finally:
+        c.stop()
+    assert sorted(c.event_ids()) == ids
+    assert not list(Path(str(store_path) + ".journal").glob("spool.sqlite3*"))
+
+
+def test_a_batch_sent_again_after_a_restart_is_stored_once(tmp_path: Path) -> None:
+    c = Collector(tmp_path / "store.duckdb", free_port())
+    c.start()
+    try:
+        # As the exporter sends them: each event with its id and its own timestamp.
+        sent_at = datetime.now(UTC).isoformat()
+        body = body_of([view(8000 + n, timestamp=sent_at) for n in range(20)])
+        assert post(c, body, gzip=True).json()["accepted"] == 20
+        c.stop()
+        c.start()  # the collector forgot the batch id: only the store can tell
+        again = post(c, body, gzip=True).json()
+        assert (again["accepted"], again["duplicate"]) == (20, False)
+        stats = c.stats()
+        assert stats["inserted"] == 0
+    finally:
+        c.stop()
+    assert sorted(c.event_ids()) == [f"{8000 + n:032x}" for n in range(20)]

@@ -18,7 +18,7 @@ def store(tmp_path: Path) -> EmbeddedStore:
     s.close()
 
 
-def test_tables_have_aes_columns_plus_a_unique_event_id(store: EmbeddedStore) -> None:
+def test_tables_have_aes_columns_plus_an_event_id(store: EmbeddedStore) -> None:
     for table in DATASETS:
         names = [
             r["column_name"]
@@ -70,3 +70,64 @@ def test_unset_columns_read_as_ae_does(store: EmbeddedStore) -> None:
     store.write([encode(View(content_id="v1"))])
     row = store.query("SELECT blob20, double20, index1 FROM edgemetrics_content")[0]
     assert row == {"blob20": "", "double20": 0.0, "index1": ""}
+
+
+def test_a_replay_weeks_later_among_new_events_is_stored_once(store: EmbeddedStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    old = [View(content_id="v1", timestamp=now - timedelta(days=20, minutes=i)) for i in range(5)]
+    assert store.write([encode(e) for e in old]) == 5
+    fresh = [View(content_id="v2", timestamp=now - timedelta(seconds=i)) for i in range(5)]
+    # One write holding both the replayed old events and new ones: two time ranges.
+    assert store.write([encode(e) for e in old + fresh]) == 5
+    assert store.write([encode(e) for e in fresh]) == 0
+    assert store.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"] == 10
+
+
+def test_an_event_id_twice_in_one_write_keeps_the_last(store: EmbeddedStore) -> None:
+    first = View(content_id="first", creator_id="c1")
+    second = View(content_id="second", creator_id="c1", event_id=first.event_id)
+    assert store.write([encode(first), encode(second)]) == 1
+    assert store.query("SELECT blob2 FROM edgemetrics_content") == [{"blob2": "second"}]
+
+
+def test_a_store_made_with_the_unique_index_opens_and_keeps_working(tmp_path: Path) -> None:
+    import duckdb
+
+    from edgemetrics.store import _BLOB_COLUMNS, _DOUBLE_COLUMNS
+
+    path = tmp_path / "old.duckdb"
+    # The tables as stores made before the ingest rework have them.
+    con = duckdb.connect(str(path))
+    blobs = ", ".join(f"{c} VARCHAR NOT NULL DEFAULT ''" for c in _BLOB_COLUMNS)
+    doubles = ", ".join(f"{c} DOUBLE NOT NULL DEFAULT 0" for c in _DOUBLE_COLUMNS)
+    for table in DATASETS:
+        con.execute(
+            f"CREATE TABLE {table} (event_id VARCHAR PRIMARY KEY, timestamp TIMESTAMP NOT NULL, "
+            f"index1 VARCHAR NOT NULL, {blobs}, {doubles}, "
+            "_sample_interval UINTEGER NOT NULL DEFAULT 1)"
+        )
+    kept = encode(View(content_id="v1", creator_id="c1"))
+    con.execute(
+        "INSERT INTO edgemetrics_content (event_id, timestamp, index1, blob1, blob2) "
+        "VALUES (?, ?, ?, 'view', 'v1')",
+        [kept.event_id, kept.timestamp.replace(tzinfo=None), kept.index1],
+    )
+    con.close()
+
+    store = EmbeddedStore(path)
+    try:
+        keys = store.query(
+            "SELECT count(*) AS n FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+        )
+        assert keys[0]["n"] == 0
+        rows = store.query("SELECT event_id, blob2 FROM edgemetrics_content")
+        assert rows == [{"event_id": kept.event_id, "blob2": "v1"}]
+        assert store.write([kept]) == 0  # already there
+        assert store.write([encode(View(content_id="v2"))]) == 1
+    finally:
+        store.close()
+    reopened = EmbeddedStore(path)  # a second open finds nothing to rebuild
+    assert reopened.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"] == 2
+    reopened.close()

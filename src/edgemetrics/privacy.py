@@ -560,11 +560,11 @@ def drop_opted_out_columns(columns: Columns, store: PrivacyStore) -> int:
     """
     opted = store.opted_out_pseudonyms()
     dropped = 0
-    for dataset, table in columns.tables.items():
+    for dataset, rows in list(columns.tables.items()):
         position = _USER_BLOB.get(dataset)
         if position is None:
             continue
-        users = table[f"blob{position + 1}"]
+        users = rows.column(f"blob{position + 1}")
         keep = [
             i
             for i, user in enumerate(users)
@@ -572,10 +572,8 @@ def drop_opted_out_columns(columns: Columns, store: PrivacyStore) -> int:
         ]
         if len(keep) == len(users):
             continue
-        for name, values in table.items():
-            table[name] = [values[i] for i in keep]
+        columns.keep(dataset, keep)
         dropped += len(users) - len(keep)
-    columns.count -= dropped
     return dropped
 
 

@@ -1,8 +1,15 @@
 """The embedded store: DuckDB tables in AE's shape, one per dataset.
 
 Each table has AE's columns (``timestamp``, ``index1``, ``blob1..20``, ``double1..20``,
-``_sample_interval``) plus ``event_id``, unique, so a replayed event is stored once. Unset
-blobs are ``''`` and unset doubles ``0``, as AE returns them, so one SQL text reads both.
+``_sample_interval``) plus ``event_id``, so a replayed event is stored once. Unset blobs
+are ``''`` and unset doubles ``0``, as AE returns them, so one SQL text reads both.
+
+An event's id and timestamp never change across retries (the exporter sets both when the
+event is made), so a write leaves out every row whose event id is already stored *at a
+time inside the batch's own time range*: a range check that DuckDB answers from the few
+row groups whose zone maps overlap that range, however large the table grows. No index
+is kept: a unique index costs more per insert than the insert itself and grows in memory
+with the table (tens of bytes per row; gigabytes at 100M rows).
 
 One process owns a store file for writing (DuckDB's rule); others reach it over HTTP.
 
@@ -10,8 +17,9 @@ One process owns a store file for writing (DuckDB's rule); others reach it over 
 >>> from edgemetrics.events import View
 >>> from edgemetrics.layout import encode
 >>> store = EmbeddedStore(os.path.join(tempfile.mkdtemp(), "em.duckdb"))
->>> store.write([encode(View(content_id="v1", creator_id="c1"))])
-1
+>>> point = encode(View(content_id="v1", creator_id="c1"))
+>>> store.write([point]), store.write([point])
+(1, 0)
 >>> store.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"]
 1
 >>> store.close()
@@ -19,13 +27,17 @@ One process owns a store file for writing (DuckDB's rule); others reach it over 
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from edgemetrics.events import FAMILIES
 from edgemetrics.layout import MAX_BLOBS, MAX_DOUBLES, DataPoint, dataset_name
@@ -33,21 +45,36 @@ from edgemetrics.layout import MAX_BLOBS, MAX_DOUBLES, DataPoint, dataset_name
 if TYPE_CHECKING:
     from edgemetrics.retention import Retention
 
+log = logging.getLogger("edgemetrics")
+
 DATASETS: tuple[str, ...] = tuple(dataset_name(f) for f in FAMILIES)
 
 _BLOB_COLUMNS = [f"blob{i}" for i in range(1, MAX_BLOBS + 1)]
 _DOUBLE_COLUMNS = [f"double{i}" for i in range(1, MAX_DOUBLES + 1)]
 
+# The columns a write takes, in table order; ``timestamp`` as epoch milliseconds (UTC).
 _SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
-        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("timestamp", pa.timestamp("ms")),
         ("index1", pa.string()),
         *[(name, pa.string()) for name in _BLOB_COLUMNS],
         *[(name, pa.float64()) for name in _DOUBLE_COLUMNS],
         ("_sample_interval", pa.uint32()),
     ]
 )
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.timestamp("ms"): "TIMESTAMP",
+    pa.float64(): "DOUBLE",
+    pa.uint32(): "UINTEGER",
+}
+COLUMNS: tuple[str, ...] = tuple(_SCHEMA.names)
+
+# Rows of one batch further apart in time than this are checked for replays as separate
+# ranges, so one old straggler does not widen the range to everything in between.
+_RANGE_GAP_MS = 60_000
+_MAX_RANGES = 16
 
 
 def _ddl(table: str) -> str:
@@ -55,9 +82,38 @@ def _ddl(table: str) -> str:
     doubles = ", ".join(f"{c} DOUBLE NOT NULL DEFAULT 0" for c in _DOUBLE_COLUMNS)
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ("
-        "event_id VARCHAR PRIMARY KEY, timestamp TIMESTAMP NOT NULL, index1 VARCHAR NOT NULL, "
+        "event_id VARCHAR NOT NULL, timestamp TIMESTAMP NOT NULL, index1 VARCHAR NOT NULL, "
         f"{blobs}, {doubles}, _sample_interval UINTEGER NOT NULL DEFAULT 1)"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    """A column holding one value in every row of a write (most blobs and doubles of a
+    batch: unused slots, defaults, the layout version), passed to DuckDB once."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class HexIds:
+    """A column of event ids, 32 hex digits each, joined into one string: one object for a
+    whole batch where a list holds one string per row (the collector checks ids this way,
+    and Arrow takes the string as the array's data as it is)."""
+
+    joined: str
+
+    def split(self) -> list[str]:
+        """The ids one by one.
+
+        >>> HexIds("a" * 32 + "b" * 32).split() == ["a" * 32, "b" * 32]
+        True
+        """
+        j = self.joined
+        return [j[i : i + 32] for i in range(0, len(j), 32)]
+
+
+Column = Sequence[Any] | Const | HexIds
 
 
 class EmbeddedStore:
@@ -77,11 +133,47 @@ class EmbeddedStore:
         self._write_lock = threading.RLock()
         self._cursor_lock = threading.Lock()
         self._local = threading.local()
+        # The latest stored timestamp (epoch ms) per table: a batch entirely later than
+        # it cannot hold a replay, so its check is skipped. Deletes only make it an
+        # over-estimate, which is safe.
+        self._latest: dict[str, int] = {}
         if not read_only:
             for table in DATASETS:
                 self._con.execute(_ddl(table)).fetchall()
+            self._drop_unique_indexes()
+            for table in DATASETS:
+                row = self._con.execute(f"SELECT epoch_ms(max(timestamp)) FROM {table}").fetchone()
+                self._latest[table] = int(row[0]) if row and row[0] is not None else -(1 << 62)
             if retention is not None:
                 retention.start(self)
+
+    def _drop_unique_indexes(self) -> None:
+        """Stores made before 0.1's ingest rework have ``event_id VARCHAR PRIMARY KEY``:
+        rebuild those tables without it (same columns, same rows), once."""
+        keyed = [
+            r[0]
+            for r in self._con.execute(
+                "SELECT table_name FROM duckdb_constraints() "
+                "WHERE constraint_type = 'PRIMARY KEY' AND table_name IN "
+                f"({', '.join('?' for _ in DATASETS)})",
+                list(DATASETS),
+            ).fetchall()
+        ]
+        for table in keyed:
+            log.warning("edgemetrics store: rebuilding %s without its unique index", table)
+            con = self._con
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                con.execute(_ddl(f"{table}__rebuild")).fetchall()
+                con.execute(f"INSERT INTO {table}__rebuild SELECT * FROM {table}").fetchall()
+                con.execute(f"DROP TABLE {table}").fetchall()
+                con.execute(f"ALTER TABLE {table}__rebuild RENAME TO {table}").fetchall()
+                con.execute("COMMIT").fetchall()
+            except Exception:
+                con.execute("ROLLBACK").fetchall()
+                raise
+        if keyed:
+            self._con.execute("CHECKPOINT").fetchall()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         # A DuckDB connection is not safe across threads; each thread gets its own cursor.
@@ -96,71 +188,135 @@ class EmbeddedStore:
         return cur
 
     def write(self, points: Iterable[DataPoint]) -> int:
-        """Insert data points in one transaction per dataset; returns how many were new."""
-        by_dataset: dict[str, dict[str, DataPoint]] = {}
+        """Insert data points, one statement per dataset; returns how many were new.
+
+        An event id given twice is stored once (the last one wins); one already stored
+        at a time within the points' time range is left alone.
+        """
+        by_dataset: dict[str, list[DataPoint]] = {}
         for point in points:
-            by_dataset.setdefault(point.dataset, {})[point.event_id] = point
+            by_dataset.setdefault(point.dataset, []).append(point)
         inserted = 0
-        with self._write_lock:
-            cur = self._cursor()
-            for dataset, unique in by_dataset.items():
-                if dataset not in DATASETS:
-                    raise ValueError(f"dataset: unknown dataset {dataset!r}")
-                batch = _to_arrow(list(unique.values()))
-                cur.register("_em_batch", batch)
-                try:
-                    result = cur.execute(
-                        f"INSERT OR IGNORE INTO {dataset} "
-                        "SELECT event_id, timestamp::TIMESTAMP, index1, "
-                        f"{', '.join(_BLOB_COLUMNS)}, {', '.join(_DOUBLE_COLUMNS)}, "
-                        "_sample_interval FROM _em_batch"
-                    ).fetchall()
-                finally:
-                    cur.unregister("_em_batch")
-                inserted += int(result[0][0]) if result else 0
-        if self.retention is not None:
+        for dataset, rows in by_dataset.items():
+            columns: dict[str, Column] = {
+                "event_id": [p.event_id for p in rows],
+                "timestamp": [round(p.timestamp.timestamp() * 1000) for p in rows],
+                "index1": [p.index1 for p in rows],
+                "_sample_interval": [p.sample_interval for p in rows],
+            }
+            for i, name in enumerate(_BLOB_COLUMNS):
+                columns[name] = [p.blobs[i] if i < len(p.blobs) else "" for p in rows]
+            for i, name in enumerate(_DOUBLE_COLUMNS):
+                columns[name] = [p.doubles[i] if i < len(p.doubles) else 0.0 for p in rows]
+            inserted += self.write_columns(dataset, columns, len(rows), enforce=False)
+        if self.retention is not None and by_dataset:
             self.retention.maybe_enforce(self)
         return inserted
 
-    def write_columns(self, dataset: str, columns: dict[str, list[Any]]) -> int:
-        """Insert AE-shaped columns (``timestamp`` as epoch milliseconds) in one statement.
+    def write_columns(
+        self, dataset: str, columns: Mapping[str, Column], rows: int, *, enforce: bool = True
+    ) -> int:
+        """Insert ``rows`` rows given column by column (every name in :data:`COLUMNS`;
+        ``timestamp`` as epoch milliseconds); returns how many were new.
 
-        The collector's fast path builds these without any per-event objects. An event id
-        seen twice in one call is stored once (the last one wins, as in :meth:`write`);
-        one already stored is left alone. Returns how many rows were new.
+        A :class:`Const` column gives every row the same value. Replays are left out as
+        :meth:`write` says. One statement, so the rows land together or not at all.
+
+        >>> import tempfile, os
+        >>> store = EmbeddedStore(os.path.join(tempfile.mkdtemp(), "em.duckdb"))
+        >>> cols = {name: Const(0.0 if name.startswith("double") else "") for name in COLUMNS}
+        >>> cols.update(event_id=["a" * 32, "b" * 32], timestamp=Const(1_700_000_000_000),
+        ...             _sample_interval=Const(1))
+        >>> [store.write_columns("edgemetrics_content", cols, 2) for _ in "twice"[:2]]
+        [2, 0]
+        >>> store.close()
         """
-        if not columns["event_id"]:
-            return 0
-        return self.write_arrow(dataset, columns_to_arrow(columns))
-
-    def write_arrow(self, dataset: str, batch: pa.Table) -> int:
-        """Insert an Arrow table in the store's column schema; see :meth:`write_columns`."""
         if dataset not in DATASETS:
             raise ValueError(f"dataset: unknown dataset {dataset!r}")
-        if batch.num_rows == 0:
+        if rows == 0:
             return 0
-        ids = batch.column("event_id").to_pylist()
-        if len(set(ids)) != len(ids):
-            last = {event_id: i for i, event_id in enumerate(ids)}
-            batch = batch.take(pa.array(sorted(last.values()), type=pa.int64()))
+        arrays: list[pa.Array] = []
+        names: list[str] = []
+        select: list[str] = []
+        params: list[Any] = []
+        for field in _SCHEMA:
+            column = columns[field.name]
+            if isinstance(column, Const) and field.name not in ("event_id", "timestamp"):
+                sql_type = _SQL_TYPES[field.type]
+                select.append(f"CAST(? AS {sql_type})")
+                params.append(column.value)
+                continue
+            if isinstance(column, HexIds):
+                arrays.append(_hex_ids_array(column, rows))
+                names.append(field.name)
+                select.append(field.name)
+                continue
+            if isinstance(column, Const):
+                column = [column.value] * rows
+            elif len(column) != rows:
+                raise ValueError(f"{field.name}: {len(column)} values for {rows} rows")
+            arrays.append(pa.array(column, type=field.type))
+            names.append(field.name)
+            select.append(field.name)
+        batch = pa.Table.from_arrays(arrays, names=names)
         with self._write_lock:
+            batch = self._without_replays(dataset, batch)
+            if batch.num_rows == 0:
+                return 0
             cur = self._cursor()
             cur.register("_em_batch", batch)
-            select = (
-                "SELECT event_id, timestamp::TIMESTAMP, index1, "
-                f"{', '.join(_BLOB_COLUMNS)}, {', '.join(_DOUBLE_COLUMNS)}, "
-                "_sample_interval FROM _em_batch"
-            )
             try:
-                # Replays are rare: a plain insert is about twice as fast as OR IGNORE, and
-                # a duplicate makes it fail as a whole, so then the ignoring insert runs.
-                try:
-                    result = cur.execute(f"INSERT INTO {dataset} {select}").fetchall()
-                except duckdb.ConstraintException:
-                    result = cur.execute(f"INSERT OR IGNORE INTO {dataset} {select}").fetchall()
+                result = cur.execute(
+                    f"INSERT INTO {dataset} SELECT {', '.join(select)} FROM _em_batch", params
+                ).fetchall()
             finally:
                 cur.unregister("_em_batch")
+            stamps = batch.column("timestamp")
+            latest = pc.max(stamps).cast(pa.int64()).as_py()
+            self._latest[dataset] = max(self._latest[dataset], int(latest))
+        if enforce and self.retention is not None:
+            self.retention.maybe_enforce(self)
         return int(result[0][0]) if result else 0
+
+    def _without_replays(self, dataset: str, batch: pa.Table) -> pa.Table:
+        """The batch less repeated event ids (the last one stays) and less events already
+        stored at a time within the batch's time ranges: one hash aggregate over the
+        batch's ids and the stored ids in those ranges (DuckDB reads only the row groups
+        whose zone maps overlap them)."""
+        ranges = _time_ranges(batch.column("timestamp"), self._latest[dataset])
+        stored_sql = " UNION ALL ".join(
+            f"SELECT event_id, true AS stored FROM {dataset} "
+            "WHERE timestamp BETWEEN make_timestamp_ms(?) AND make_timestamp_ms(?)"
+            for _ in ranges
+        )
+        cur = self._cursor()
+        cur.register("_em_ids", batch.select(["event_id"]))
+        try:
+            repeated = cur.execute(
+                "SELECT event_id, bool_or(stored) FROM ("
+                "SELECT event_id, false AS stored FROM _em_ids"
+                + (f" UNION ALL {stored_sql}" if ranges else "")
+                + ") GROUP BY event_id HAVING count(*) > 1",
+                [bound for pair in ranges for bound in pair],
+            ).fetchall()
+        finally:
+            cur.unregister("_em_ids")
+        if not repeated:
+            return batch
+        stored = {event_id for event_id, in_store in repeated if in_store}
+        twice = {event_id for event_id, in_store in repeated if not in_store}
+        keep: list[int] = []
+        last: dict[str, int] = {}
+        for i, event_id in enumerate(batch.column("event_id").to_pylist()):
+            if event_id in stored:
+                continue
+            if event_id in twice:
+                last[event_id] = i
+            else:
+                keep.append(i)
+        keep.extend(last.values())
+        keep.sort()
+        return batch.take(pa.array(keep, type=pa.int64()))
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
         """Run SQL and return rows as dicts."""
@@ -186,35 +342,35 @@ class EmbeddedStore:
             self._con.close()
 
 
-def columns_to_arrow(columns: dict[str, list[Any]]) -> pa.Table:
-    """An Arrow table in the store's schema; a column holding one value throughout (most
-    blobs and doubles of a type: unused slots, defaults) is built without a per-row loop.
+def _hex_ids_array(ids: HexIds, rows: int) -> pa.Array:
+    data = ids.joined.encode("ascii")
+    if len(data) != 32 * rows:
+        raise ValueError(f"event_id: {len(data) // 32} ids for {rows} rows")
+    offsets = np.arange(0, len(data) + 1, 32, dtype=np.int32)
+    return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(data))
 
-    >>> columns_to_arrow({"event_id": ["a"], "timestamp": [0], "index1": [""],
-    ...     "_sample_interval": [1], **{c: [""] for c in _BLOB_COLUMNS},
-    ...     **{c: [0.0] for c in _DOUBLE_COLUMNS}}).num_rows
-    1
+
+def _time_ranges(stamps: pa.ChunkedArray, latest_ms: int) -> list[tuple[int, int]]:
+    """Epoch-ms ranges covering the batch's timestamps up to ``latest_ms`` (nothing later
+    is stored), split where consecutive times are more than a minute apart.
+
+    >>> _time_ranges(pa.chunked_array([pa.array([5, 1, 200_000, 3], pa.timestamp("ms"))]), 10**9)
+    [(1, 5), (200000, 200000)]
+    >>> _time_ranges(pa.chunked_array([pa.array([5, 1], pa.timestamp("ms"))]), 0)
+    []
     """
-    arrays = []
-    for schema_field in _SCHEMA:
-        values = columns[schema_field.name]
-        n = len(values)
-        if n > 1 and values.count(values[0]) == n:
-            arrays.append(pa.repeat(pa.scalar(values[0], type=schema_field.type), n))
-        else:
-            arrays.append(pa.array(values, type=schema_field.type))
-    return pa.Table.from_arrays(arrays, schema=_SCHEMA)
-
-
-def _to_arrow(points: Sequence[DataPoint]) -> pa.Table:
-    columns: dict[str, list[Any]] = {
-        "event_id": [p.event_id for p in points],
-        "timestamp": [p.timestamp for p in points],
-        "index1": [p.index1 for p in points],
-        "_sample_interval": [p.sample_interval for p in points],
-    }
-    for i, name in enumerate(_BLOB_COLUMNS):
-        columns[name] = [p.blobs[i] if i < len(p.blobs) else "" for p in points]
-    for i, name in enumerate(_DOUBLE_COLUMNS):
-        columns[name] = [p.doubles[i] if i < len(p.doubles) else 0.0 for p in points]
-    return pa.Table.from_pydict(columns, schema=_SCHEMA)
+    values = stamps.cast(pa.int64()).to_numpy()
+    low, high = int(values.min()), int(values.max())
+    if low > latest_ms:
+        return []
+    if high - low <= _RANGE_GAP_MS:  # the usual case: a batch of the last second or so
+        return [(low, min(high, latest_ms))]
+    values = np.unique(values[values <= latest_ms])
+    breaks = np.flatnonzero(np.diff(values) > _RANGE_GAP_MS)
+    if breaks.size >= _MAX_RANGES:
+        # Keep the widest gaps apart; the rest merge into their neighbours.
+        widest = np.argsort(np.diff(values)[breaks])[-(_MAX_RANGES - 1) :]
+        breaks = np.sort(breaks[widest])
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [values.size - 1]))
+    return [(int(values[s]), int(values[e])) for s, e in zip(starts, ends, strict=True)]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from isal import isal_zlib
@@ -96,8 +96,13 @@ def gunzip_body(data: bytes, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
     ...
     edgemetrics.wire.BodyTooLarge: the body inflates past 10 bytes
     """
-    inflater = zlib.decompressobj(31)
-    out = inflater.decompress(data, limit + 1)
+    # ISA-L inflates about twice as fast as zlib (the local collector inflates every body).
+    inflater = isal_zlib.decompressobj(31)
+    error = cast("type[Exception]", isal_zlib.error)  # its stub calls it an instance
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except error as exc:
+        raise zlib.error(str(exc)) from exc
     if len(out) > limit or inflater.unconsumed_tail:
         raise BodyTooLarge(f"the body inflates past {limit} bytes")
     if not inflater.eof:
