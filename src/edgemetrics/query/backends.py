@@ -14,8 +14,11 @@ A backend has a ``dialect`` (``ae`` or ``duckdb``), a ``name`` (part of cache ke
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
+import duckdb
 import httpx
 
 from edgemetrics.query.model import QueryError
@@ -49,17 +52,45 @@ class Backend(Protocol):
 
 
 class EmbeddedBackend:
-    """Runs DuckDB SQL on an :class:`~edgemetrics.store.EmbeddedStore` (its owning process)."""
+    """Runs DuckDB SQL on an :class:`~edgemetrics.store.EmbeddedStore` (its owning process).
+
+    ``aggregates``: the store's pre-aggregated tables
+    (:class:`~edgemetrics.query.aggregates.Aggregates`); by default those its retention
+    maintains, if any.
+    """
 
     dialect = "duckdb"
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, aggregates: Any = None) -> None:
         self.store = store
         self.name = f"duckdb:{store.path}"
+        self._aggregates = aggregates
+
+    @property
+    def aggregates(self) -> Any:
+        if self._aggregates is not None:
+            return self._aggregates
+        return getattr(getattr(self.store, "retention", None), "aggregates", None)
 
     def run(self, sql: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.store.query(sql)
         return rows
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every statement this thread runs inside sees one state of the store (a
+        transaction), so a query's statements agree even while maintenance commits."""
+        try:
+            self.store.query("BEGIN TRANSACTION")
+        except duckdb.TransactionException:
+            yield  # already inside one
+            return
+        try:
+            yield
+        except BaseException:
+            self.store.query("ROLLBACK")
+            raise
+        self.store.query("COMMIT")
 
     def close(self) -> None:
         self.store.close()
