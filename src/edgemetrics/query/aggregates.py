@@ -114,12 +114,12 @@ log = logging.getLogger("edgemetrics")
 AGG_PREFIX = "edgemetrics_agg_"
 SEGMENTS_TABLE = "edgemetrics_agg_segments"
 SPECS_TABLE = "edgemetrics_agg_specs"
+STATE_TABLE = "edgemetrics_agg_state"  # one row: bumped by every change to the segments
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 Grain = Literal["hour", "day"]
-Run = Callable[[str], list[dict[str, Any]]]
 
 
 # --- what the tables hold -------------------------------------------------------------------
@@ -129,10 +129,16 @@ Run = Callable[[str], list[dict[str, Any]]]
 class FamilyColumns:
     """The sums a spec row keeps: ``sum(e · s)`` and ``sum(e² · s · (s − 1))`` for every row
     expression ``e`` of the family, and ``sum(e · f · s · (s − 1))`` for each pair a ratio
-    or difference needs (the daily rollups keep the same)."""
+    or difference needs (the daily rollups keep the same). ``types`` are the event types
+    a sum reads; a row holds one of them, as its position in this tuple (a small integer
+    is much cheaper to filter on than the text)."""
 
+    types: tuple[str, ...]
     exprs: tuple[Expr, ...]
     pairs: tuple[tuple[Expr, Expr], ...]
+
+    def codes(self, types: Sequence[str]) -> list[str]:
+        return [str(self.types.index(t)) for t in types]
 
     def names(self) -> list[str]:
         out = [f"{p}_{e.name}" for e in self.exprs for p in ("s", "q")]
@@ -148,10 +154,16 @@ def family_columns(family: str) -> FamilyColumns:
     whose columns change is rebuilt).
 
     >>> cols = family_columns("content")
-    >>> [e.name for e in cols.exprs][:3], cols.names()[-1]
-    (['one', 'unique_view', 'new_visitor'], 'c_position__one')
+    >>> cols.types[:2], [e.name for e in cols.exprs][:3], cols.names()[-1]
+    (('view', 'play_start'), ['one', 'unique_view', 'new_visitor'], 'c_position__one')
     """
-    return FamilyColumns(tuple(EXPRS[family].values()), tuple(covariance_pairs()[family]))
+    types: dict[str, None] = {}
+    for m in METRICS.values():
+        if m.kind == "sum" and m.family == family:
+            types.update(dict.fromkeys(m.sum_components()[0].types))
+    return FamilyColumns(
+        tuple(types), tuple(EXPRS[family].values()), tuple(covariance_pairs()[family])
+    )
 
 
 def raw_columns(family: str) -> tuple[str, ...]:
@@ -254,12 +266,13 @@ class AggregateSpec:
         for d in self.dimension_columns:
             numeric = DIMENSIONS[d].kind in ("bool", "status_class")
             parts.append(f"{d} {'DOUBLE' if numeric else 'VARCHAR'} NOT NULL")
-        parts += ["type VARCHAR NOT NULL", "n_rows BIGINT NOT NULL", "max_si BIGINT NOT NULL"]
+        parts += ["type UTINYINT NOT NULL", "n_rows BIGINT NOT NULL", "max_si BIGINT NOT NULL"]
         parts += [f"{n} DOUBLE NOT NULL" for n in family_columns(self.family).names()]
         return f"CREATE TABLE {self.table} ({', '.join(parts)})"
 
     def signature(self, raw_types: dict[str, str]) -> str:
-        return _digest(f"{self.ddl()}|grain={self.grain}")
+        types = ",".join(family_columns(self.family).types)
+        return _digest(f"{self.ddl()}|grain={self.grain}|types={types}")
 
     def build_sql(self, t0: datetime, t1: datetime, *, hourly: bool) -> str:
         """Sum the raw rows of ``[t0, t1)`` into the table: one row per hour (``hourly``) or
@@ -272,7 +285,9 @@ class AggregateSpec:
         if self.tenant:
             keys += [TENANT_COLUMN, col(family, "creator_id")]
         keys += [dimension_sql(DIMENSIONS[d], family, "duckdb") for d in self.dimension_columns]
-        keys.append(col(family, "type"))
+        type_column = col(family, "type")
+        code = " ".join(f"WHEN {literal(t, 'duckdb')} THEN {i}" for i, t in enumerate(cols.types))
+        keys.append(f"CASE {type_column} {code} END")
         names = [*self.key_columns, "type"]
         select = [f"{k} AS {n}" for k, n in zip(keys, names, strict=True)]
         select += ["count(*) AS n_rows", "max(_sample_interval) AS max_si"]
@@ -289,6 +304,7 @@ class AggregateSpec:
             f"INSERT INTO {self.table} ({', '.join([*names, 'n_rows', 'max_si', *cols.names()])}) "
             f"SELECT {', '.join(select)} FROM {TABLES[family]} "
             f"WHERE timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)} "
+            f"AND {_member(type_column, [literal(t, 'duckdb') for t in cols.types], 'duckdb')} "
             f"GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}{order}"
         )
 
@@ -366,6 +382,21 @@ DEFAULT_SPECS: tuple[Spec, ...] = (
     ),
     AggregateSpec("pipeline_sources", "pipeline", ("source",), grain="hour"),
 )
+
+
+class _Rows(list[Any]):
+    """A statement's rows, all fetched: DuckDB refuses new work on a cursor while a
+    result is still pending, so nothing here leaves one behind."""
+
+    def fetchall(self) -> list[Any]:
+        return list(self)
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+
+def _sql(cur: Any, sql: str, params: Sequence[Any] | None = None) -> _Rows:
+    return _Rows(cur.execute(sql, params or []).fetchall())
 
 
 # --- time -----------------------------------------------------------------------------------
@@ -476,6 +507,10 @@ class Aggregates:
         self._lock = threading.RLock()
         self._verified: dict[str, float] = {}
         self._wanted = threading.Event()
+        # The segments of every family as of one generation of the state table.
+        self._known: tuple[int, dict[str, list[Segment]]] = (-1, {})
+        self._stop = threading.Event()
+        self._local = threading.local()
         self._prepare()
 
     def specs_of(self, family: str) -> list[Spec]:
@@ -490,22 +525,36 @@ class Aggregates:
         return cur
 
     @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A transaction on this thread's cursor of the store (the one ``store.execute``
+        uses), or the one it is already in; yields the cursor."""
+        with self._transaction() as cur:
+            yield cur
+
+    @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         cur = self._cursor()
+        # Nested (a build inside retention's delete): the outer one commits. Tracked here,
+        # since a BEGIN that fails inside a transaction would abort it.
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
         try:
-            cur.execute("BEGIN TRANSACTION")
-        except duckdb.TransactionException:
-            yield cur  # inside the caller's transaction: it commits or rolls back
-            return
-        try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
+            if depth:
+                yield cur
+                return
+            _sql(cur, "BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                _sql(cur, "ROLLBACK")
+                raise
+            _sql(cur, "COMMIT")
+        finally:
+            self._local.depth = depth
 
     def _raw_types(self, cur: duckdb.DuckDBPyConnection, family: str) -> dict[str, str]:
-        rows = cur.execute(
+        rows = _sql(
+            cur,
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_name = ? AND table_schema = current_schema()",
             [TABLES[family]],
@@ -514,20 +563,24 @@ class Aggregates:
 
     def _prepare(self) -> None:
         with self._lock, self._transaction() as cur:
-            cur.execute(
+            _sql(
+                cur,
                 f"CREATE TABLE IF NOT EXISTS {SPECS_TABLE} (name VARCHAR PRIMARY KEY, "
-                "family VARCHAR NOT NULL, signature VARCHAR NOT NULL)"
+                "family VARCHAR NOT NULL, signature VARCHAR NOT NULL)",
             )
-            cur.execute(
+            _sql(
+                cur,
                 f"CREATE TABLE IF NOT EXISTS {SEGMENTS_TABLE} (family VARCHAR NOT NULL, "
                 "t0 TIMESTAMP NOT NULL, t1 TIMESTAMP NOT NULL, n_rows BIGINT NOT NULL, "
-                "ts_sum HUGEINT NOT NULL, built_at TIMESTAMP NOT NULL)"
+                "ts_sum HUGEINT NOT NULL, built_at TIMESTAMP NOT NULL)",
             )
+            _sql(cur, f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (generation BIGINT NOT NULL)")
+            if not _sql(cur, f"SELECT count(*) FROM {STATE_TABLE}").fetchall()[0][0]:
+                _sql(cur, f"INSERT INTO {STATE_TABLE} VALUES (0)")
+            self._bump(cur)
             known = {
                 str(r[0]): (str(r[1]), str(r[2]))
-                for r in cur.execute(
-                    f"SELECT name, family, signature FROM {SPECS_TABLE}"
-                ).fetchall()
+                for r in _sql(cur, f"SELECT name, family, signature FROM {SPECS_TABLE}").fetchall()
             }
             types = {f: self._raw_types(cur, f) for f in self.families}
             wanted = {s.name: s for s in self.specs}
@@ -539,17 +592,18 @@ class Aggregates:
                     or spec.family != family
                     or spec.signature(types[family]) != signature
                 ):
-                    cur.execute(f"DROP TABLE IF EXISTS {AGG_PREFIX}{name}")
-                    cur.execute(f"DELETE FROM {SPECS_TABLE} WHERE name = ?", [name])
+                    _sql(cur, f"DROP TABLE IF EXISTS {AGG_PREFIX}{name}")
+                    _sql(cur, f"DELETE FROM {SPECS_TABLE} WHERE name = ?", [name])
                     if spec is not None:
                         stale.add(spec.family)
             for spec in self.specs:
                 if spec.name in known and spec.family not in stale:
                     continue
-                cur.execute(f"DROP TABLE IF EXISTS {spec.table}")
+                _sql(cur, f"DROP TABLE IF EXISTS {spec.table}")
                 raw_types = types[spec.family]
-                cur.execute(spec.ddl(raw_types) if isinstance(spec, TenantRows) else spec.ddl())
-                cur.execute(
+                _sql(cur, spec.ddl(raw_types) if isinstance(spec, TenantRows) else spec.ddl())
+                _sql(
+                    cur,
                     f"INSERT OR REPLACE INTO {SPECS_TABLE} VALUES (?, ?, ?)",
                     [spec.name, spec.family, spec.signature(raw_types)],
                 )
@@ -557,32 +611,47 @@ class Aggregates:
             # A family with a new or changed table starts over: each table holds each segment.
             for family in stale:
                 for spec in self.specs_of(family):
-                    cur.execute(f"DELETE FROM {spec.table}")
-                cur.execute(f"DELETE FROM {SEGMENTS_TABLE} WHERE family = ?", [family])
+                    _sql(cur, f"DELETE FROM {spec.table}")
+                _sql(cur, f"DELETE FROM {SEGMENTS_TABLE} WHERE family = ?", [family])
         self._measure()
+
+    @staticmethod
+    def _bump(cur: duckdb.DuckDBPyConnection) -> None:
+        _sql(cur, f"UPDATE {STATE_TABLE} SET generation = generation + 1")
 
     def _measure(self) -> None:
         cur = self._cursor()
         for spec in self.specs:
-            row = cur.execute(f"SELECT count(*) FROM {spec.table}").fetchone()
+            row = _sql(cur, f"SELECT count(*) FROM {spec.table}").fetchone()
             self.sizes[spec.name] = int(row[0]) if row else 0
 
-    def segments(self, family: str, run: Run | None = None) -> list[Segment]:
-        """The family's segments, oldest first (``run``: read through that runner)."""
-        sql = (
-            f"SELECT t0, t1, n_rows, ts_sum FROM {SEGMENTS_TABLE} "
-            f"WHERE family = {literal(family, 'duckdb')} ORDER BY t0"
-        )
-        if run is None:
-            names = ("t0", "t1", "n_rows", "ts_sum")
-            rows = [
-                dict(zip(names, r, strict=True)) for r in self._cursor().execute(sql).fetchall()
-            ]
-        else:
-            rows = run(sql)
-        return [
-            Segment(_utc(r["t0"]), _utc(r["t1"]), int(r["n_rows"]), int(r["ts_sum"])) for r in rows
-        ]
+    def segments(self, family: str) -> list[Segment]:
+        """The family's segments, oldest first."""
+        where = f"family = {literal(family, 'duckdb')}"
+        return self._segments(self._cursor(), where).get(family, [])
+
+    @staticmethod
+    def _segments(cur: Any, where: str = "true") -> dict[str, list[Segment]]:
+        out: dict[str, list[Segment]] = {}
+        for family, t0, t1, n_rows, ts_sum in _sql(
+            cur,
+            f"SELECT family, t0, t1, n_rows, ts_sum FROM {SEGMENTS_TABLE} WHERE {where} "
+            "ORDER BY family, t0",
+        ).fetchall():
+            segment = Segment(_utc(t0), _utc(t1), int(n_rows), int(ts_sum))
+            out.setdefault(str(family), []).append(segment)
+        return out
+
+    def known_segments(self, generation: int, cur: Any) -> dict[str, list[Segment]]:
+        """Every family's segments at ``generation``, read through ``cur`` (a cursor in a
+        snapshot that saw that generation) unless this process knows them already."""
+        held = self._known
+        if held[0] == generation:
+            return held[1]
+        segs = self._segments(cur)
+        if generation > self._known[0]:
+            self._known = (generation, segs)
+        return segs
 
     # -- maintenance ----------------------------------------------------------------------------
 
@@ -596,17 +665,23 @@ class Aggregates:
         self._wanted.clear()
         return asked
 
-    def refresh(self, now: datetime | None = None) -> RefreshReport:
+    def refresh(
+        self, now: datetime | None = None, *, stop: threading.Event | None = None
+    ) -> RefreshReport:
         """Repair segments whose raw rows changed, build every settled hour not built yet
         (whole settled days at once), and replace each finished day's hours by the day.
 
-        Each segment is one transaction: an interrupted run resumes where it stopped.
+        Each segment is one transaction: an interrupted run (``stop`` set, a crash)
+        resumes where it stopped.
         """
         moment = (now or self.clock()).astimezone(UTC)
         settled = _floor_hour(moment - timedelta(seconds=self.settle_s))
         report = RefreshReport()
         with self._lock:
+            self._stop = stop or threading.Event()
             for family in self.families:
+                if self._stop.is_set():
+                    break
                 before = report.segments_built
                 self._refresh_family(family, settled, report)
                 report.families[family] = report.segments_built - before
@@ -614,7 +689,7 @@ class Aggregates:
         return report
 
     def _one(self, sql: str) -> tuple[Any, ...]:
-        row = self._cursor().execute(sql).fetchone()
+        row = _sql(self._cursor(), sql).fetchone()
         assert row is not None
         return tuple(row)
 
@@ -646,7 +721,7 @@ class Aggregates:
         self._fill(family, end, settled, settled, report)
         hourly_days = {_floor_day(s.t0) for s in self.segments(family) if s.t1 - s.t0 == HOUR}
         for day in sorted(hourly_days):
-            if day + DAY <= settled:
+            if day + DAY <= settled and not self._stop.is_set():
                 self._build(family, day, day + DAY, replacing=True)
                 report.segments_built += 1
 
@@ -657,7 +732,7 @@ class Aggregates:
         stretches of whole days without rows as one empty segment."""
         table = TABLES[family]
         t = start
-        while t < stop:
+        while t < stop and not self._stop.is_set():
             (first,) = self._one(
                 f"SELECT min(timestamp) FROM {table} WHERE timestamp >= {_ts(t)} "
                 f"AND timestamp < {_ts(stop)}"
@@ -679,15 +754,12 @@ class Aggregates:
         """Rebuild the segments whose raw rows no longer add up to what they hold."""
         starts = [s.t0 for s in segs]
         seen: dict[int, list[int]] = {}
-        rows = (
-            self._cursor()
-            .execute(
-                f"SELECT date_trunc('hour', timestamp) AS h, count(*), sum(epoch_ms(timestamp)) "
-                f"FROM {TABLES[family]} WHERE timestamp >= {_ts(segs[0].t0)} "
-                f"AND timestamp < {_ts(segs[-1].t1)} GROUP BY h"
-            )
-            .fetchall()
-        )
+        rows = _sql(
+            self._cursor(),
+            f"SELECT date_trunc('hour', timestamp) AS h, count(*), sum(epoch_ms(timestamp)) "
+            f"FROM {TABLES[family]} WHERE timestamp >= {_ts(segs[0].t0)} "
+            f"AND timestamp < {_ts(segs[-1].t1)} GROUP BY h",
+        ).fetchall()
         for hour, n, ts_sum in rows:
             acc = seen.setdefault(bisect.bisect_right(starts, _utc(hour)) - 1, [0, 0])
             acc[0] += int(n)
@@ -707,10 +779,12 @@ class Aggregates:
                 continue
             # A stretch built empty got rows: cover it again, day by day and hour by hour.
             with self._transaction() as cur:
-                cur.execute(
+                _sql(
+                    cur,
                     f"DELETE FROM {SEGMENTS_TABLE} WHERE family = ? AND t0 = ?",
                     [family, _naive(seg.t0)],
                 )
+                self._bump(cur)
             self._fill(family, seg.t0, seg.t1, settled, report)
 
     def _build(
@@ -730,9 +804,10 @@ class Aggregates:
         table = TABLES[family]
         hourly = t1 - t0 == HOUR
         with self._transaction() as cur:
-            row = cur.execute(
+            row = _sql(
+                cur,
                 f"SELECT count(*), coalesce(sum(epoch_ms(timestamp)), 0) FROM {table} "
-                f"WHERE timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)}"
+                f"WHERE timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)}",
             ).fetchone()
             assert row is not None
             n_rows, ts_sum = int(row[0]), int(row[1])
@@ -741,25 +816,29 @@ class Aggregates:
             for spec in self.specs_of(family):
                 if isinstance(spec, TenantRows):
                     if replacing:
-                        cur.execute(
+                        _sql(
+                            cur,
                             f"DELETE FROM {spec.table} WHERE timestamp >= {_ts(t0)} "
-                            f"AND timestamp < {_ts(t1)}"
+                            f"AND timestamp < {_ts(t1)}",
                         )
                     if n_rows:
-                        cur.execute(spec.build_sql(t0, t1))
+                        _sql(cur, spec.build_sql(t0, t1))
                     continue
                 if replacing:
-                    cur.execute(f"DELETE FROM {spec.table} WHERE t >= {_ts(t0)} AND t < {_ts(t1)}")
+                    _sql(cur, f"DELETE FROM {spec.table} WHERE t >= {_ts(t0)} AND t < {_ts(t1)}")
                 if n_rows:
-                    cur.execute(spec.build_sql(t0, t1, hourly=hourly or spec.grain == "hour"))
-            cur.execute(
+                    _sql(cur, spec.build_sql(t0, t1, hourly=hourly or spec.grain == "hour"))
+            _sql(
+                cur,
                 f"DELETE FROM {SEGMENTS_TABLE} WHERE family = ? AND t0 < ? AND t1 > ?",
                 [family, _naive(t1), _naive(t0)],
             )
-            cur.execute(
+            _sql(
+                cur,
                 f"INSERT INTO {SEGMENTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
                 [family, _naive(t0), _naive(t1), n_rows, ts_sum, _naive(datetime.now(UTC))],
             )
+            self._bump(cur)
         return True
 
     def trim(self, family: str, cutoff: datetime) -> None:
@@ -775,11 +854,13 @@ class Aggregates:
                     bound = _ts(gone[-1].t1)
                     for spec in self.specs_of(family):
                         column = "timestamp" if isinstance(spec, TenantRows) else "t"
-                        cur.execute(f"DELETE FROM {spec.table} WHERE {column} < {bound}")
-                    cur.execute(
+                        _sql(cur, f"DELETE FROM {spec.table} WHERE {column} < {bound}")
+                    _sql(
+                        cur,
                         f"DELETE FROM {SEGMENTS_TABLE} WHERE family = ? AND t1 <= ?",
                         [family, _naive(gone[-1].t1)],
                     )
+                    self._bump(cur)
                 for s in segs:
                     # An empty stretch stays empty; a cut hour or day is built again.
                     if s.t0 < cutoff < s.t1 and s.n_rows:
@@ -787,9 +868,9 @@ class Aggregates:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def reader(self, run: Run) -> AggregateReader:
-        """A reader for one query; ``run`` executes SQL inside the query's snapshot."""
-        return AggregateReader(self, run)
+    def reader(self, cursor: Any) -> AggregateReader:
+        """A reader for one query; ``cursor`` runs its SQL inside the query's snapshot."""
+        return AggregateReader(self, cursor)
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -809,33 +890,60 @@ class Route:
 class AggregateReader:
     """Routes one query's parts to derived tables, inside the query's snapshot."""
 
-    def __init__(self, aggregates: Aggregates, run: Run) -> None:
+    def __init__(self, aggregates: Aggregates, cursor: Any) -> None:
         self.aggregates = aggregates
-        self.run = run
+        self.cursor = cursor
         self._coverage: dict[str, Coverage | None] = {}
+
+    def prepare(self, families: Sequence[str]) -> None:
+        """Check the families' segments against the raw rows: one statement, when the
+        segments this process knows are the snapshot's (the usual case)."""
+        wanted = [
+            f
+            for f in dict.fromkeys(families)
+            if f in self.aggregates.families and f not in self._coverage
+        ]
+        if not wanted:
+            return
+        generation, segs = self.aggregates._known
+        while True:
+            terms = [f"(SELECT generation FROM {STATE_TABLE})"]
+            for f in wanted:
+                table, run = TABLES[f], segs.get(f, [])
+                terms.append(f"(SELECT count(*) FROM {table})")
+                if run:
+                    terms.append(
+                        f"(SELECT count(*) FROM {table} WHERE timestamp >= {_ts(run[-1].t1)})"
+                    )
+            row = _sql(self.cursor, f"SELECT {', '.join(terms)}").fetchone()
+            if int(row[0]) == generation:
+                break
+            # Maintenance committed since: read this snapshot's segments, count again.
+            generation = int(row[0])
+            segs = self.aggregates.known_segments(generation, self.cursor)
+        values = iter(row[1:])
+        for f in wanted:
+            run = segs.get(f, [])
+            total = int(next(values))
+            if not run:
+                self._coverage[f] = None
+                continue
+            # Every row before the end of covered time must be in a segment: a late row
+            # older than the first segment fails this too (and refresh covers back to it).
+            inside = total - int(next(values))
+            contiguous = all(a.t1 == b.t0 for a, b in pairwise(run))
+            if contiguous and inside == sum(s.n_rows for s in run):
+                cuts = (*(s.t0 for s in run), run[-1].t1)
+                self._coverage[f] = Coverage(run[0].t0, run[-1].t1, cuts, inside)
+            else:
+                self._coverage[f] = None
+                self.aggregates.drifts += 1
+                self.aggregates.request_refresh()
 
     def coverage(self, family: str) -> Coverage | None:
         """The family's covered time, or None if there is none or its raw rows changed."""
-        if family in self._coverage:
-            return self._coverage[family]
-        out: Coverage | None = None
-        segs = self.aggregates.segments(family, self.run)
-        if segs and all(a.t1 == b.t0 for a, b in pairwise(segs)):
-            start, end = segs[0].t0, segs[-1].t1
-            table = TABLES[family]
-            row = self.run(
-                f"SELECT (SELECT count(*) FROM {table}) AS total, "
-                f"(SELECT count(*) FROM {table} WHERE timestamp < {_ts(start)}) AS head, "
-                f"(SELECT count(*) FROM {table} WHERE timestamp >= {_ts(end)}) AS tail"
-            )[0]
-            inside = int(row["total"]) - int(row["head"]) - int(row["tail"])
-            if inside == sum(s.n_rows for s in segs):
-                out = Coverage(start, end, (*(s.t0 for s in segs), end), inside)
-            else:
-                self.aggregates.drifts += 1
-                self.aggregates.request_refresh()
-        self._coverage[family] = out
-        return out
+        self.prepare([family])
+        return self._coverage.get(family)
 
     def route(
         self,
@@ -856,14 +964,13 @@ class AggregateReader:
         if rows is None or coverage is None or coverage.start >= end or coverage.end <= start:
             return None
         cols = ", ".join(raw_columns(part.family))
-        table = TABLES[part.family]
-        # The tenant rows hold exactly the covered time; raw rows hold the rest.
+        # The tenant rows hold every row before the end of covered time (the check says
+        # so), raw rows the rest.
         source = (
-            f"(SELECT {cols} FROM {rows.table} UNION ALL "
-            f"SELECT {cols} FROM {table} WHERE timestamp < {_ts(coverage.start)} UNION ALL "
-            f"SELECT {cols} FROM {table} WHERE timestamp >= {_ts(coverage.end)}) AS r"
+            f"(SELECT {cols} FROM {rows.table} UNION ALL SELECT {cols} "
+            f"FROM {TABLES[part.family]} WHERE timestamp >= {_ts(coverage.end)}) AS r"
         )
-        return Route(rows, start < coverage.start or end > coverage.end, source=source)
+        return Route(rows, end > coverage.end, source=source)
 
     def _fits(self, part: SqlPart, query: Query, principal: Principal) -> list[AggregateSpec]:
         """The sum specs holding every dimension the part groups or filters by, readable by
@@ -918,7 +1025,8 @@ class AggregateReader:
         _, spec, a, b = best
         branches = [_spec_select(spec, part, query, principal, a, b)]
         bare = replace(part, order=(), limit=None, offset=0)
-        for x, y in ((start, a), (b, end)):
+        # Nothing lies before covered time (the check says so): raw rows from there on.
+        for x, y in ((lo, a), (b, end)):
             if x < y:
                 branches.append(
                     compile_part(bare, "duckdb", query, principal, x, y, grouped_by_type=False)
@@ -956,8 +1064,10 @@ def _spec_select(
         else:
             keys.append(f"{name} AS d{i}")
 
+    codes = family_columns(part.family).codes
+
     def cond(c: Component) -> str:
-        out = _member("type", [literal(t, "duckdb") for t in c.types], "duckdb")
+        out = _member("type", codes(c.types), "duckdb")
         if c.min_status_class is not None:
             out += f" AND status_class >= {c.min_status_class}"
         return out
@@ -979,7 +1089,7 @@ def _spec_select(
     conds = [
         f"t >= {_ts(a)}",
         f"t < {_ts(b)}",
-        _member("type", [literal(t, "duckdb") for t in part.types], "duckdb"),
+        _member("type", codes(part.types), "duckdb"),
     ]
     tenancy = principal_sql(principal, part.family, "duckdb", tenant="tenant", creator="creator")
     if tenancy is not None:

@@ -13,12 +13,12 @@ A backend has a ``dialect`` (``ae`` or ``duckdb``), a ``name`` (part of cache ke
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-import duckdb
 import httpx
 
 from edgemetrics.query.model import QueryError
@@ -65,6 +65,7 @@ class EmbeddedBackend:
         self.store = store
         self.name = f"duckdb:{store.path}"
         self._aggregates = aggregates
+        self._local = threading.local()
 
     @property
     def aggregates(self) -> Any:
@@ -77,20 +78,26 @@ class EmbeddedBackend:
         return rows
 
     @contextmanager
-    def snapshot(self) -> Iterator[None]:
+    def snapshot(self) -> Iterator[Any]:
         """Every statement this thread runs inside sees one state of the store (a
-        transaction), so a query's statements agree even while maintenance commits."""
+        transaction), so a query's statements agree even while maintenance commits.
+        Yields the thread's cursor, the one :meth:`run` uses."""
+        cursor = self.store._cursor()
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
         try:
-            self.store.query("BEGIN TRANSACTION")
-        except duckdb.TransactionException:
-            yield  # already inside one
-            return
-        try:
-            yield
-        except BaseException:
-            self.store.query("ROLLBACK")
-            raise
-        self.store.query("COMMIT")
+            if depth:  # already inside one
+                yield cursor
+                return
+            cursor.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK").fetchall()
+                raise
+            cursor.execute("COMMIT").fetchall()
+        finally:
+            self._local.depth = depth
 
     def close(self) -> None:
         self.store.close()

@@ -119,6 +119,8 @@ class Engine:
         returns the sources read."""
         used: dict[str, None] = {}
         sources: dict[int, str | None] = {}
+        if reader is not None:
+            reader.prepare([p.family for p in the_plan.parts])
         # AE answers are often sampled: ask for the variance sums at once. The embedded
         # store rarely is: ask again with them only when a row stood for several events.
         eager = self.backend.dialect == "ae"
@@ -167,8 +169,8 @@ class Engine:
         if aggregates is None or self.backend.dialect != "duckdb" or snapshot is None:
             yield None
             return
-        with snapshot():
-            yield aggregates.reader(self.backend.run)
+        with snapshot() as cursor:
+            yield aggregates.reader(cursor)
 
 
 def _ceil_day(t: datetime) -> date:
