@@ -117,6 +117,8 @@ SPECS_TABLE = "edgemetrics_agg_specs"
 STATE_TABLE = "edgemetrics_agg_state"  # one row: bumped by every change to the segments
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+# Raw rows built in one transaction: a run of days in a small store, one day in a big one.
+BATCH_ROWS = 4_000_000
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 Grain = Literal["hour", "day"]
@@ -274,14 +276,14 @@ class AggregateSpec:
         types = ",".join(family_columns(self.family).types)
         return _digest(f"{self.ddl()}|grain={self.grain}|types={types}")
 
-    def build_sql(self, t0: datetime, t1: datetime, *, hourly: bool) -> str:
-        """Sum the raw rows of ``[t0, t1)`` into the table: one row per hour (``hourly``) or
-        per segment, per key and per event type (tenant-kept specs sorted by tenant)."""
+    def build_sql(self, t0: datetime, t1: datetime, unit: str) -> str:
+        """Sum the raw rows of ``[t0, t1)`` into the table: one row per ``unit`` (``hour``
+        or ``day``), key and event type; tenant-kept specs sorted by tenant in each unit."""
         family = self.family
         cols = family_columns(family)
         weight = "CAST(_sample_interval AS DOUBLE)"
         var_weight = f"{weight} * ({weight} - 1)"
-        keys = ["date_trunc('hour', timestamp)" if hourly else _ts(t0)]
+        keys = [f"date_trunc('{unit}', timestamp)"]
         if self.tenant:
             keys += [TENANT_COLUMN, col(family, "creator_id")]
         keys += [dimension_sql(DIMENSIONS[d], family, "duckdb") for d in self.dimension_columns]
@@ -341,13 +343,14 @@ class TenantRows:
     def signature(self, raw_types: dict[str, str]) -> str:
         return _digest(self.ddl(raw_types))
 
-    def build_sql(self, t0: datetime, t1: datetime) -> str:
+    def build_sql(self, t0: datetime, t1: datetime, unit: str) -> str:
+        """Copy the raw rows of ``[t0, t1)``, each ``unit`` sorted by tenant."""
         cols = ", ".join(raw_columns(self.family))
         creator = col(self.family, "creator_id")
         return (
             f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {TABLES[self.family]} "
             f"WHERE timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)} "
-            f"ORDER BY {TENANT_COLUMN}, {creator}, timestamp"
+            f"ORDER BY date_trunc('{unit}', timestamp), {TENANT_COLUMN}, {creator}, timestamp"
         )
 
 
@@ -722,31 +725,67 @@ class Aggregates:
         hourly_days = {_floor_day(s.t0) for s in self.segments(family) if s.t1 - s.t0 == HOUR}
         for day in sorted(hourly_days):
             if day + DAY <= settled and not self._stop.is_set():
-                self._build(family, day, day + DAY, replacing=True)
+                self._build(family, day, day + DAY, DAY, replacing=True)
                 report.segments_built += 1
 
     def _fill(
         self, family: str, start: datetime, stop: datetime, settled: datetime, report: RefreshReport
     ) -> None:
-        """Cover ``[start, stop)``: whole settled days at once, the rest hour by hour, and
-        stretches of whole days without rows as one empty segment."""
-        table = TABLES[family]
-        t = start
-        while t < stop and not self._stop.is_set():
-            (first,) = self._one(
-                f"SELECT min(timestamp) FROM {table} WHERE timestamp >= {_ts(t)} "
-                f"AND timestamp < {_ts(stop)}"
+        """Cover ``[start, stop)``: whole settled days as days, the rest hour by hour, and a
+        stretch of whole days without rows as one empty segment. Runs of days (or hours)
+        are built together, up to :data:`BATCH_ROWS` raw rows per transaction."""
+        if start >= stop:
+            return
+        hours = {
+            _utc(h): int(n)
+            for h, n in _sql(
+                self._cursor(),
+                f"SELECT date_trunc('hour', timestamp), count(*) FROM {TABLES[family]} "
+                f"WHERE timestamp >= {_ts(start)} AND timestamp < {_ts(stop)} GROUP BY 1",
             )
-            quiet_until = _floor_day(stop if first is None else _utc(first))
-            whole_days = t == _floor_day(t) and quiet_until - t >= DAY
-            if whole_days and self._build(family, t, quiet_until, empty=True):
-                report.segments_built += 1
-                t = quiet_until
-                continue
+        }
+        busy = sorted(hours)
+        units: list[tuple[datetime, datetime, int]] = []
+        t = start
+        while t < stop:
+            if t == _floor_day(t):
+                i = bisect.bisect_left(busy, t)
+                quiet = _floor_day(busy[i]) if i < len(busy) else _floor_day(stop)
+                if quiet - t >= DAY:
+                    units.append((t, quiet, 0))
+                    t = quiet
+                    continue
             step = DAY if t == _floor_day(t) and t + DAY <= min(settled, stop) else HOUR
-            self._build(family, t, t + step)
-            report.segments_built += 1
+            lo, hi = bisect.bisect_left(busy, t), bisect.bisect_left(busy, t + step)
+            units.append((t, t + step, sum(hours[h] for h in busy[lo:hi])))
             t += step
+        batch: list[tuple[datetime, datetime, int]] = []
+
+        def flush() -> None:
+            if not batch or self._stop.is_set():
+                return
+            t0, t1 = batch[0][0], batch[-1][1]
+            length = batch[0][1] - batch[0][0]
+            if length in (HOUR, DAY):
+                self._build(family, t0, t1, length)
+            elif not self._build_empty(family, t0, t1):
+                self._fill(family, t0, t1, settled, report)  # rows arrived meanwhile
+                return
+            report.segments_built += len(batch)
+            batch.clear()
+
+        for unit in units:
+            length = unit[1] - unit[0]
+            if batch and (
+                length != batch[0][1] - batch[0][0]
+                or length not in (HOUR, DAY)
+                or sum(u[2] for u in batch) + unit[2] > BATCH_ROWS
+                or len(batch) >= 31
+            ):
+                flush()
+                batch.clear()
+            batch.append(unit)
+        flush()
 
     def _repair(
         self, family: str, segs: list[Segment], settled: datetime, report: RefreshReport
@@ -775,7 +814,7 @@ class Aggregates:
             )
             report.segments_repaired += 1
             if seg.t1 - seg.t0 in (HOUR, DAY):
-                self._build(family, seg.t0, seg.t1, replacing=True)
+                self._build(family, seg.t0, seg.t1, seg.t1 - seg.t0, replacing=True)
                 continue
             # A stretch built empty got rows: cover it again, day by day and hour by hour.
             with self._transaction() as cur:
@@ -788,58 +827,79 @@ class Aggregates:
             self._fill(family, seg.t0, seg.t1, settled, report)
 
     def _build(
+        self, family: str, t0: datetime, t1: datetime, unit: timedelta, *, replacing: bool = False
+    ) -> None:
+        """Make each ``unit`` (an hour or a day) of ``[t0, t1)`` a segment holding exactly the
+        raw rows of this snapshot, in one transaction; ``replacing``: drop what the tables
+        hold there first."""
+        trunc = "hour" if unit == HOUR else "day"
+        where = f"timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)}"
+        with self._transaction() as cur:
+            counts = {
+                _utc(u): (int(n), int(ts_sum))
+                for u, n, ts_sum in _sql(
+                    cur,
+                    f"SELECT date_trunc('{trunc}', timestamp), count(*), "
+                    f"sum(epoch_ms(timestamp)) FROM {TABLES[family]} WHERE {where} GROUP BY 1",
+                )
+            }
+            for spec in self.specs_of(family):
+                column = "timestamp" if isinstance(spec, TenantRows) else "t"
+                if replacing:
+                    _sql(
+                        cur,
+                        f"DELETE FROM {spec.table} WHERE {column} >= {_ts(t0)} "
+                        f"AND {column} < {_ts(t1)}",
+                    )
+                if not counts:
+                    continue
+                if isinstance(spec, TenantRows):
+                    _sql(cur, spec.build_sql(t0, t1, trunc))
+                else:
+                    _sql(cur, spec.build_sql(t0, t1, "hour" if spec.grain == "hour" else trunc))
+            rows = []
+            t = t0
+            while t < t1:
+                n, ts_sum = counts.get(t, (0, 0))
+                rows.append((t, t + unit, n, ts_sum))
+                t += unit
+            self._record(cur, family, t0, t1, rows)
+
+    def _build_empty(self, family: str, t0: datetime, t1: datetime) -> bool:
+        """Make ``[t0, t1)``, whole days without rows, one empty segment; False if rows
+        arrived meanwhile."""
+        with self._transaction() as cur:
+            (n,) = _sql(
+                cur,
+                f"SELECT count(*) FROM {TABLES[family]} "
+                f"WHERE timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)}",
+            )[0]
+            if n:
+                return False
+            self._record(cur, family, t0, t1, [(t0, t1, 0, 0)])
+        return True
+
+    def _record(
         self,
+        cur: Any,
         family: str,
         t0: datetime,
         t1: datetime,
-        *,
-        empty: bool = False,
-        replacing: bool = False,
-    ) -> bool:
-        """Make ``[t0, t1)`` one segment holding exactly the raw rows of this snapshot.
-
-        ``replacing``: drop what the tables hold there first. ``empty``: a stretch longer
-        than a day that had no rows; refused (False) if rows arrived meanwhile.
-        """
-        table = TABLES[family]
-        hourly = t1 - t0 == HOUR
-        with self._transaction() as cur:
-            row = _sql(
-                cur,
-                f"SELECT count(*), coalesce(sum(epoch_ms(timestamp)), 0) FROM {table} "
-                f"WHERE timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)}",
-            ).fetchone()
-            assert row is not None
-            n_rows, ts_sum = int(row[0]), int(row[1])
-            if empty and n_rows:
-                return False
-            for spec in self.specs_of(family):
-                if isinstance(spec, TenantRows):
-                    if replacing:
-                        _sql(
-                            cur,
-                            f"DELETE FROM {spec.table} WHERE timestamp >= {_ts(t0)} "
-                            f"AND timestamp < {_ts(t1)}",
-                        )
-                    if n_rows:
-                        _sql(cur, spec.build_sql(t0, t1))
-                    continue
-                if replacing:
-                    _sql(cur, f"DELETE FROM {spec.table} WHERE t >= {_ts(t0)} AND t < {_ts(t1)}")
-                if n_rows:
-                    _sql(cur, spec.build_sql(t0, t1, hourly=hourly or spec.grain == "hour"))
-            _sql(
-                cur,
-                f"DELETE FROM {SEGMENTS_TABLE} WHERE family = ? AND t0 < ? AND t1 > ?",
-                [family, _naive(t1), _naive(t0)],
-            )
-            _sql(
-                cur,
-                f"INSERT INTO {SEGMENTS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-                [family, _naive(t0), _naive(t1), n_rows, ts_sum, _naive(datetime.now(UTC))],
-            )
-            self._bump(cur)
-        return True
+        rows: list[tuple[datetime, datetime, int, int]],
+    ) -> None:
+        """Replace the segments overlapping ``[t0, t1)`` by ``rows``."""
+        _sql(
+            cur,
+            f"DELETE FROM {SEGMENTS_TABLE} WHERE family = ? AND t0 < ? AND t1 > ?",
+            [family, _naive(t1), _naive(t0)],
+        )
+        built = _ts(datetime.now(UTC))
+        values = ", ".join(
+            f"({literal(family, 'duckdb')}, {_ts(a)}, {_ts(b)}, {n}, {ts_sum}, {built})"
+            for a, b, n, ts_sum in rows
+        )
+        _sql(cur, f"INSERT INTO {SEGMENTS_TABLE} VALUES {values}")
+        self._bump(cur)
 
     def trim(self, family: str, cutoff: datetime) -> None:
         """Follow the deletion of a family's raw rows older than ``cutoff`` (retention): drop
@@ -864,7 +924,7 @@ class Aggregates:
                 for s in segs:
                     # An empty stretch stays empty; a cut hour or day is built again.
                     if s.t0 < cutoff < s.t1 and s.n_rows:
-                        self._build(family, s.t0, s.t1, replacing=True)
+                        self._build(family, s.t0, s.t1, s.t1 - s.t0, replacing=True)
 
     # -- reading ------------------------------------------------------------------------------
 
