@@ -46,7 +46,7 @@ SPECS = (
 
 def derived(store: EmbeddedStore) -> Engine:
     """An engine reading derived tables built from the store's rows as they are now."""
-    aggregates = Aggregates(store, SPECS, settle_s=0, clock=lambda: NOW)
+    aggregates = Aggregates(store, SPECS, settle_s=0, branch_rows=0, clock=lambda: NOW)
     aggregates.refresh()
     return Engine(EmbeddedBackend(store), aggregates=aggregates, cache_ttl=0, clock=lambda: NOW)
 

@@ -381,11 +381,16 @@ def where_sql(
     dialect: str,
     *,
     by_type: bool = False,
+    outside: tuple[datetime, datetime] | None = None,
 ) -> str:
     conds = [
         f"timestamp >= {_time_sql(start, dialect)}",
         f"timestamp < {_time_sql(end, dialect)}",
     ]
+    if outside is not None:
+        a, b = (_time_sql(t, dialect) for t in outside)
+        # DuckDB still skips row groups by their timestamp range under this OR.
+        conds.append(f"(timestamp < {a} OR timestamp >= {b})")
     if not by_type:
         conds.append(_types_sql(part.family, part.types, dialect))
     tenancy = principal_sql(principal, part.family, dialect)
@@ -419,6 +424,7 @@ def compile_part(
     weighted: bool = True,
     grouped_by_type: bool = True,
     source: str | None = None,
+    outside: tuple[datetime, datetime] | None = None,
 ) -> str:
     """The SQL text of one part in ``dialect`` (``ae`` or ``duckdb``) over ``[start, end)``.
 
@@ -433,13 +439,16 @@ def compile_part(
     ``grouped_by_type=False`` keeps the one-row form (``s0``, ``v0``...) where :func:`by_type`
     would group by event type, so the statement can be a branch of a ``UNION``.
     ``source``: a ``FROM`` item with the raw table's columns to read instead of the table
-    (derived rows, :mod:`edgemetrics.query.aggregates`).
+    (derived rows, :mod:`edgemetrics.query.aggregates`). ``outside=(a, b)`` leaves out the
+    rows of ``[a, b)`` (those derived rows answer); summed parts only.
     """
     if dialect not in DIALECTS:
         raise QueryError(f"dialect: {dialect!r} is not one of {DIALECTS} [enum]")
     table = source or TABLES[part.family]
     if part.quantile is not None:
         return _compile_quantile(part, dialect, query, principal, start, end, ci, weighted, table)
+    if outside is not None and (part.quantile is not None or grouped_by_type):
+        raise QueryError("outside: only for the one-row form of a summed part [internal]")
     if grouped_by_type and by_type(part, dialect):
         return _compile_by_type(part, query, principal, start, end, variances, weighted, table)
     weight = "_sample_interval" if dialect == "ae" else "CAST(_sample_interval AS DOUBLE)"
@@ -469,7 +478,7 @@ def compile_part(
         select.append(f"{_agg(_weighted(product, var_weight), cond, dialect)} AS c{k}")
     sql = (
         f"SELECT {', '.join(select)} FROM {table} "
-        f"WHERE {where_sql(part, query, principal, start, end, dialect)}"
+        f"WHERE {where_sql(part, query, principal, start, end, dialect, outside=outside)}"
     )
     if part.keys:
         sql += " GROUP BY " + ", ".join(f"d{i}" for i in range(len(part.keys)))
