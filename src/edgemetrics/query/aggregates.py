@@ -712,7 +712,10 @@ class Aggregates:
                 f"(SELECT count(*) FROM {table} WHERE timestamp < {_ts(start)}), "
                 f"(SELECT count(*) FROM {table} WHERE timestamp >= {_ts(end)})"
             )
-            due = time.monotonic() - self._verified.get(family, 0.0) >= self.verify_every_s
+            # The first refresh of a process verifies too: the file may have been changed
+            # by another program (privacy erasure) while no one kept it.
+            last = self._verified.get(family)
+            due = last is None or time.monotonic() - last >= self.verify_every_s
             if total - head - tail != sum(s.n_rows for s in segs) or due:
                 self._repair(family, segs, settled, report)
                 self._verified[family] = time.monotonic()
