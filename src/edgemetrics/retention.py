@@ -1,4 +1,5 @@
-"""Retention: raw events 90 days, rollups two years, and CSV export before data expires.
+"""Retention and maintenance of the embedded store: raw events 90 days, rollups two years,
+derived tables kept up to date, and CSV export before data expires.
 
 Analytics Engine keeps raw rows 90 days and deletes them itself; the embedded store does
 the same through :class:`Retention`: the owning process passes one to
@@ -7,6 +8,11 @@ every ``every_s`` seconds, default hourly) and after writes once the interval ha
 Rollup tables in the store (named ``edgemetrics_rollup*``) keep two years, judged by their
 first date or timestamp column; so do rollups kept elsewhere (PostgreSQL) when given as
 ``rollups=`` (anything with ``delete_before(date)``).
+
+The same thread maintains the store's derived tables (:mod:`edgemetrics.query.aggregates`,
+which the query engine reads wherever they hold an answer): every ``maintain_every_s``
+seconds (default a minute), and at once when a query finds them stale. Raw rows expire
+in the same transaction as the derived rows that came from them.
 
 Whatever is about to expire can be written to CSV first: :func:`export_csv` (``edgemetrics
 privacy export --before DATE``), or ``Retention(export_dir=...)`` which exports each batch
@@ -33,7 +39,7 @@ import csv
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -50,6 +56,17 @@ log = logging.getLogger("edgemetrics")
 RAW_DAYS = 90
 ROLLUP_DAYS = 2 * 365
 ROLLUP_PREFIX = "edgemetrics_rollup"
+
+
+def _delete_raw(store: EmbeddedStore, family: str, cutoff: datetime, aggregates: Any) -> None:
+    table = dataset_name(family)
+    if aggregates is None or family not in aggregates.families:
+        store.execute(f"DELETE FROM {table} WHERE timestamp < ?", [_naive(cutoff)])
+        return
+    # One transaction: no query sees raw rows gone while derived rows still count them.
+    with aggregates.transaction():
+        store.execute(f"DELETE FROM {table} WHERE timestamp < ?", [_naive(cutoff)])
+        aggregates.trim(family, cutoff)
 
 
 @dataclass
@@ -170,12 +187,15 @@ def enforce_retention(
     rollup_days: int = ROLLUP_DAYS,
     export_dir: str | Path | None = None,
     rollups: Any = None,
+    aggregates: Any = None,
 ) -> RetentionReport:
     """Delete raw rows older than ``raw_days`` and rollup rows older than ``rollup_days``.
 
     With ``export_dir``, the rows are written to CSV there first (nothing is deleted if
     the export fails). ``rollups`` is an external rollup store
     (:class:`edgemetrics.query.rollup.PostgresRollups`, ...) that loses its old days too.
+    ``aggregates``: the store's derived tables
+    (:class:`edgemetrics.query.aggregates.Aggregates`), trimmed with the raw rows.
     """
     moment = _utc(now or datetime.now(UTC))
     report = RetentionReport(
@@ -197,7 +217,7 @@ def enforce_retention(
                 0
             ]["n"]
             if n:
-                store.execute(f"DELETE FROM {table} WHERE timestamp < ?", [raw_cutoff])
+                _delete_raw(store, family, report.cutoff_raw, aggregates)
             report.deleted[table] = int(n)
         rollup_cutoff = _naive(report.cutoff_rollups)
         for table, (column, kind) in _rollup_time_columns(store).items():
@@ -222,10 +242,16 @@ class Retention:
 
     ``clock`` returns the current UTC time (tests pass a controlled one).
 
+    ``aggregates``: maintain the store's derived tables
+    (:data:`~edgemetrics.query.aggregates.DEFAULT_SPECS`, or the specs given) on the same
+    thread, every ``maintain_every_s`` seconds and whenever a query finds them stale;
+    they are in :attr:`aggregates` once :meth:`start` ran (the engine reads them through
+    ``EmbeddedBackend(store)``). False: raw rows only.
+
     >>> from datetime import datetime, UTC
     >>> policy = Retention(clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
-    >>> policy.raw_days, policy.rollup_days
-    (90, 730)
+    >>> policy.raw_days, policy.rollup_days, policy.maintain_every_s
+    (90, 730, 60.0)
     """
 
     def __init__(
@@ -237,9 +263,15 @@ class Retention:
         export_dir: str | Path | None = None,
         rollups: Any = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        aggregates: bool | Sequence[Any] = True,
+        maintain_every_s: float = 60.0,
     ) -> None:
         if raw_days < 1 or rollup_days < raw_days:
             raise ValueError("raw_days: must be at least 1, and rollup_days at least raw_days")
+        self.aggregate_specs = aggregates
+        self.maintain_every_s = maintain_every_s
+        self.aggregates: Any = None  # edgemetrics.query.aggregates.Aggregates, once started
+        self.maintenance_runs = 0
         self.raw_days = raw_days
         self.rollup_days = rollup_days
         self.every_s = every_s
@@ -256,27 +288,59 @@ class Retention:
 
     def start(self, store: EmbeddedStore) -> None:
         """Enforce every ``every_s`` seconds on a daemon thread until :meth:`stop`, so an
-        idle store is cleaned too."""
+        idle store is cleaned too, and maintain the derived tables there."""
         if self._thread is not None:
             return
         self._stop.clear()
+        if self.aggregate_specs is not False and self.aggregates is None:
+            from edgemetrics.query.aggregates import DEFAULT_SPECS, Aggregates
+
+            specs = DEFAULT_SPECS if self.aggregate_specs is True else self.aggregate_specs
+            self.aggregates = Aggregates(store, specs, clock=self.clock)
 
         def loop() -> None:
             # The first write enforces at once; the schedule covers a store left idle.
-            while not self._stop.wait(max(self.every_s, 0.01)):
-                self.maybe_enforce(store)
+            due = time.monotonic() + max(self.every_s, 0.01)
+            maintain = time.monotonic()  # the derived tables: built at once
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= due:
+                    self.maybe_enforce(store)
+                    due = now + max(self.every_s, 0.01)
+                if self.aggregates is not None and now >= maintain:
+                    self.maintain()
+                    maintain = time.monotonic() + max(self.maintain_every_s, 0.01)
+                wait = min(due, maintain if self.aggregates is not None else due)
+                timeout = max(wait - time.monotonic(), 0.0)
+                if self.aggregates is not None:
+                    if self.aggregates.wait_requested(min(timeout, 1.0)):
+                        maintain = time.monotonic()
+                else:
+                    self._stop.wait(timeout)
 
         self._thread = threading.Thread(target=loop, name="edgemetrics-retention", daemon=True)
         self._thread.start()
         # A daemon thread still inside DuckDB when the interpreter exits aborts the process.
         atexit.register(self.stop)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the thread; a maintenance run in progress stops after the segment it is
+        building (one transaction), so the store can close."""
         self._stop.set()
+        if self.aggregates is not None:
+            self.aggregates.request_refresh()  # wakes the thread, which sees the stop
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
         atexit.unregister(self.stop)
+
+    def maintain(self) -> None:
+        """Bring the derived tables up to date now; never raises (a failure is logged)."""
+        try:
+            self.aggregates.refresh(stop=self._stop)
+            self.maintenance_runs += 1
+        except Exception:
+            log.exception("edgemetrics: maintenance of derived tables failed; tried again soon")
 
     def maybe_enforce(self, store: EmbeddedStore) -> RetentionReport | None:
         """Enforce when the interval has passed; never raises (a failure is logged)."""
@@ -300,6 +364,7 @@ class Retention:
                 rollup_days=self.rollup_days,
                 export_dir=self.export_dir,
                 rollups=self.rollups,
+                aggregates=self.aggregates,
             )
             self.runs += 1
             self.deleted += sum(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from datetime import timedelta
 
 import pytest
@@ -19,13 +21,42 @@ from edgemetrics.query import (
     Query,
     TimeRange,
 )
+from edgemetrics.query.aggregates import (
+    AGG_PREFIX,
+    DEFAULT_SPECS,
+    Aggregates,
+    AggregateSpec,
+    TenantRows,
+)
 from edgemetrics.store import EmbeddedStore
 
 WINDOW = TimeRange.between(T0 - timedelta(days=1), T0 + timedelta(days=30))
 
 
+# Derived tables built up to here, past every row of the tests' data.
+NOW = T0 + timedelta(days=30)
+# Owner-only sums, sums kept per tenant, and tenant rows.
+SPECS = (
+    *DEFAULT_SPECS,
+    AggregateSpec("t_audience", "content", ("content", "country"), tenant=True),
+    AggregateSpec("o_creators", "content", ("creator", "content", "country"), grain="hour"),
+    AggregateSpec("t_sales", "commerce", ("currency",), tenant=True),
+)
+
+
+def derived(store: EmbeddedStore) -> Engine:
+    """An engine reading derived tables built from the store's rows as they are now."""
+    aggregates = Aggregates(store, SPECS, settle_s=0, branch_rows=0, clock=lambda: NOW)
+    aggregates.refresh()
+    return Engine(EmbeddedBackend(store), aggregates=aggregates, cache_ttl=0, clock=lambda: NOW)
+
+
 def engines(store: EmbeddedStore) -> list[Engine]:
-    return [Engine(EmbeddedBackend(store), cache_ttl=0), Engine(ChdbBackend(), cache_ttl=0)]  # type: ignore[arg-type]
+    return [
+        Engine(EmbeddedBackend(store), cache_ttl=0, aggregates=None),
+        Engine(ChdbBackend(), cache_ttl=0),  # type: ignore[arg-type]
+        derived(store),
+    ]
 
 
 def _views(creator: str, n: int, **extra: str) -> list:
@@ -171,3 +202,57 @@ def test_no_filter_widens_a_creator(
         result = engine.run(q, Principal.creator(creator))
         assert all(r.dimensions["creator"] == creator for r in result.rows)
         assert sum(r.metrics["views"] or 0 for r in result.rows) <= own
+
+
+def test_a_creator_reads_derived_tables_only_through_the_tenancy_condition(
+    two_creators: EmbeddedStore,
+) -> None:
+    """Every statement a creator's query runs on derived tables names only tables that keep
+    the tenant, and carries the same tenancy condition as on raw rows."""
+    engine = derived(two_creators)
+    tenant_kept = {s.table for s in SPECS if s.tenant}
+    owner_only = {s.table for s in SPECS if not s.tenant}
+    used: set[str] = set()
+    queries = [
+        *ATTEMPTS,
+        Query(("views", "purchases"), time_range=WINDOW),
+        Query(
+            ("revenue",),
+            ("currency",),
+            filters=(Filter("creator", "eq", "bob"),),
+            time_range=WINDOW,
+        ),
+        Query(("views",), ("country",), bucket="day", time_range=WINDOW),
+        Query(("abandon_position_p50",), ("content",), time_range=WINDOW),
+    ]
+    for q in queries:
+        result = engine.run(q, Principal.creator("alice"))
+        for sql in result.sql:
+            tables = set(re.findall(rf"\b{AGG_PREFIX}[a-z0-9_]+", sql))
+            assert not tables & owner_only, sql
+            used |= tables
+            if tables:
+                assert (
+                    "(tenant = 'alice' AND creator = 'alice')" in sql
+                    or "(index1 = 'alice' AND blob4 = 'alice')" in sql
+                ), sql
+    assert used & tenant_kept  # the derived path was taken
+    assert any(isinstance(s, TenantRows) and s.table in used for s in SPECS)
+
+
+def test_rows_indexed_to_one_creator_and_attributed_to_another_reach_neither(
+    shared_store: EmbeddedStore,
+) -> None:
+    reset(shared_store)
+    crafted = point(
+        "content",
+        {"type": "view", "creator_id": "bob", "content_id": "x", "country": "FR"},
+        T0,
+        1,
+    )
+    shared_store.write([dataclasses.replace(crafted, index1="alice")])
+    engine = derived(shared_store)
+    q = Query(("views",), ("country",), time_range=WINDOW)
+    for who in ("alice", "bob"):
+        assert engine.run(q, Principal.creator(who)).rows == []
+    assert engine.run(q, Principal.owner()).rows[0]["views"] == 1

@@ -37,7 +37,8 @@ Pieces: :mod:`.model` (Query, Filter, TimeRange, Principal), :mod:`.semantic` (t
 and dimension catalogue), :mod:`.compiler` (AE and DuckDB SQL), :mod:`.backends`
 (Cloudflare SQL API, embedded DuckDB), :mod:`.result` (merging, intervals),
 :mod:`.rollup` (daily rollups in DuckDB or PostgreSQL, ``edgemetrics rollup``),
-:mod:`.retention` (90-day raw retention), :mod:`.cache`.
+:mod:`.aggregates` (derived tables the embedded store keeps and the engine reads where
+they hold an answer), :mod:`.cache`; retention is :mod:`edgemetrics.retention`.
 
 Purchases and revenue are exact: the commerce dataset is indexed by creator id and its
 volume stays far below the rate at which AE starts sampling an index, so every purchase is

@@ -13,7 +13,10 @@ A backend has a ``dialect`` (``ae`` or ``duckdb``), a ``name`` (part of cache ke
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import httpx
@@ -49,17 +52,52 @@ class Backend(Protocol):
 
 
 class EmbeddedBackend:
-    """Runs DuckDB SQL on an :class:`~edgemetrics.store.EmbeddedStore` (its owning process)."""
+    """Runs DuckDB SQL on an :class:`~edgemetrics.store.EmbeddedStore` (its owning process).
+
+    ``aggregates``: the store's pre-aggregated tables
+    (:class:`~edgemetrics.query.aggregates.Aggregates`); by default those its retention
+    maintains, if any.
+    """
 
     dialect = "duckdb"
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, *, aggregates: Any = None) -> None:
         self.store = store
         self.name = f"duckdb:{store.path}"
+        self._aggregates = aggregates
+        self._local = threading.local()
+
+    @property
+    def aggregates(self) -> Any:
+        if self._aggregates is not None:
+            return self._aggregates
+        return getattr(getattr(self.store, "retention", None), "aggregates", None)
 
     def run(self, sql: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.store.query(sql)
         return rows
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Any]:
+        """Every statement this thread runs inside sees one state of the store (a
+        transaction), so a query's statements agree even while maintenance commits.
+        Yields the thread's cursor, the one :meth:`run` uses."""
+        cursor = self.store._cursor()
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            if depth:  # already inside one
+                yield cursor
+                return
+            cursor.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK").fetchall()
+                raise
+            cursor.execute("COMMIT").fetchall()
+        finally:
+            self._local.depth = depth
 
     def close(self) -> None:
         self.store.close()

@@ -316,23 +316,36 @@ def _types_sql(family: str, types: tuple[str, ...], dialect: str) -> str:
     return _member(col(family, "type"), [literal(t, dialect) for t in types], dialect)
 
 
-def filter_sql(flt: Filter, family: str, dialect: str) -> str:
+def filter_sql(flt: Filter, family: str, dialect: str, column: str | None = None) -> str:
+    """The condition of ``flt`` on the raw table of ``family``, or on ``column`` (a table of
+    pre-aggregated rows that keeps the dimension's raw value under its own name)."""
     dim = DIMENSIONS[flt.dimension]
-    expr = dimension_sql(dim, family, dialect)
+    expr = column or dimension_sql(dim, family, dialect)
     values = [literal(parse_filter_value(dim, v), dialect) for v in flt.values]
     cond = _member(expr, values, dialect)
     return f"NOT {cond}" if flt.op in ("ne", "not_in") else cond
 
 
-def principal_sql(principal: Principal, family: str, dialect: str) -> str | None:
-    """The tenancy conjunct: a creator sees rows indexed *and* attributed to its id only."""
+def principal_sql(
+    principal: Principal,
+    family: str,
+    dialect: str,
+    *,
+    tenant: str = TENANT_COLUMN,
+    creator: str | None = None,
+) -> str | None:
+    """The tenancy conjunct: a creator sees rows indexed *and* attributed to its id only.
+
+    ``tenant`` and ``creator`` name the two columns in a table of pre-aggregated rows; by
+    default they are the raw table's index and creator id columns.
+    """
     if principal.role == "owner":
         return None
     if family not in CREATOR_FAMILIES:
         raise AccessDenied(f"metrics: {family} data is for the platform owner [owner_only]")
     assert principal.creator_id is not None
     value = literal(principal.creator_id, dialect)
-    return f"({TENANT_COLUMN} = {value} AND {col(family, 'creator_id')} = {value})"
+    return f"({tenant} = {value} AND {creator or col(family, 'creator_id')} = {value})"
 
 
 def _component_cond(c: Component, dialect: str) -> str:
@@ -368,11 +381,16 @@ def where_sql(
     dialect: str,
     *,
     by_type: bool = False,
+    outside: tuple[datetime, datetime] | None = None,
 ) -> str:
     conds = [
         f"timestamp >= {_time_sql(start, dialect)}",
         f"timestamp < {_time_sql(end, dialect)}",
     ]
+    if outside is not None:
+        a, b = (_time_sql(t, dialect) for t in outside)
+        # DuckDB still skips row groups by their timestamp range under this OR.
+        conds.append(f"(timestamp < {a} OR timestamp >= {b})")
     if not by_type:
         conds.append(_types_sql(part.family, part.types, dialect))
     tenancy = principal_sql(principal, part.family, dialect)
@@ -404,6 +422,9 @@ def compile_part(
     ci: bool = False,
     variances: bool = True,
     weighted: bool = True,
+    grouped_by_type: bool = True,
+    source: str | None = None,
+    outside: tuple[datetime, datetime] | None = None,
 ) -> str:
     """The SQL text of one part in ``dialect`` (``ae`` or ``duckdb``) over ``[start, end)``.
 
@@ -415,13 +436,21 @@ def compile_part(
     are right while every row stands for one event, and the engine asks again, weighted,
     when ``_maxsi`` shows a sampled row.
     ``ci=True`` asks a quantile part for the levels around each quantile.
+    ``grouped_by_type=False`` keeps the one-row form (``s0``, ``v0``...) where :func:`by_type`
+    would group by event type, so the statement can be a branch of a ``UNION``.
+    ``source``: a ``FROM`` item with the raw table's columns to read instead of the table
+    (derived rows, :mod:`edgemetrics.query.aggregates`). ``outside=(a, b)`` leaves out the
+    rows of ``[a, b)`` (those derived rows answer); summed parts only.
     """
     if dialect not in DIALECTS:
         raise QueryError(f"dialect: {dialect!r} is not one of {DIALECTS} [enum]")
+    table = source or TABLES[part.family]
     if part.quantile is not None:
-        return _compile_quantile(part, dialect, query, principal, start, end, ci, weighted)
-    if by_type(part, dialect):
-        return _compile_by_type(part, query, principal, start, end, variances, weighted)
+        return _compile_quantile(part, dialect, query, principal, start, end, ci, weighted, table)
+    if outside is not None and (part.quantile is not None or grouped_by_type):
+        raise QueryError("outside: only for the one-row form of a summed part [internal]")
+    if grouped_by_type and by_type(part, dialect):
+        return _compile_by_type(part, query, principal, start, end, variances, weighted, table)
     weight = "_sample_interval" if dialect == "ae" else "CAST(_sample_interval AS DOUBLE)"
     var_weight = f"{weight} * ({weight} - 1)"
     keys = key_columns(part, query, dialect)
@@ -448,11 +477,17 @@ def compile_part(
         cond = f"{_component_cond(ca, dialect)} AND {_component_cond(cb, dialect)}"
         select.append(f"{_agg(_weighted(product, var_weight), cond, dialect)} AS c{k}")
     sql = (
-        f"SELECT {', '.join(select)} FROM {TABLES[part.family]} "
-        f"WHERE {where_sql(part, query, principal, start, end, dialect)}"
+        f"SELECT {', '.join(select)} FROM {table} "
+        f"WHERE {where_sql(part, query, principal, start, end, dialect, outside=outside)}"
     )
     if part.keys:
         sql += " GROUP BY " + ", ".join(f"d{i}" for i in range(len(part.keys)))
+    return sql + order_sql(part, dialect)
+
+
+def order_sql(part: SqlPart, dialect: str) -> str:
+    """The part's pushed-down ``ORDER BY ... LIMIT ... OFFSET ...``, or nothing."""
+    sql = ""
     if part.order:
         terms = []
         for alias, desc in part.order:
@@ -492,6 +527,7 @@ def _compile_by_type(
     end: datetime,
     variances: bool,
     weighted: bool,
+    table: str,
 ) -> str:
     weight = "CAST(_sample_interval AS DOUBLE)"
     var_weight = f"{weight} * ({weight} - 1)"
@@ -518,7 +554,7 @@ def _compile_by_type(
             select.append(f"sum({_weighted(product, var_weight)}) AS ec{k}")
     where = where_sql(part, query, principal, start, end, "duckdb", by_type=True)
     names = ", ".join(k.rsplit(" AS ", 1)[1] for k in keys)
-    return f"SELECT {', '.join(select)} FROM {TABLES[part.family]} WHERE {where} GROUP BY {names}"
+    return f"SELECT {', '.join(select)} FROM {table} WHERE {where} GROUP BY {names}"
 
 
 def _compile_quantile(
@@ -529,7 +565,8 @@ def _compile_quantile(
     start: datetime,
     end: datetime,
     ci: bool,
-    weighted: bool = True,
+    weighted: bool,
+    table: str,
 ) -> str:
     spec = part.quantile
     assert spec is not None
@@ -537,7 +574,6 @@ def _compile_quantile(
     value = spec.expr.sql()
     keys = key_columns(part, query, dialect)
     where = where_sql(part, query, principal, start, end, dialect)
-    table = TABLES[part.family]
     group = ", ".join(f"d{i}" for i in range(len(part.keys)))
     if dialect == "ae":
         select = [*keys, "count() AS _rows", "max(_sample_interval) AS _maxsi"]

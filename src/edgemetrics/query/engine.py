@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from edgemetrics.principal import Principal
+from edgemetrics.query.aggregates import AggregateReader, Aggregates
 from edgemetrics.query.backends import Backend
 from edgemetrics.query.cache import ResultCache
-from edgemetrics.query.compiler import compile_part, plan
+from edgemetrics.query.compiler import Plan, compile_part, plan
 from edgemetrics.query.model import Query, QueryError, TimeRange
 from edgemetrics.query.result import Merger, Result
 from edgemetrics.query.rollup import RollupStore, compile_rollup_part
@@ -24,6 +27,11 @@ class Engine:
     (principal scope, query) for ``cache_ttl`` seconds (0 turns the cache off). A preset
     range is part of the cache key by name, so a cached "last 7 days" is at most
     ``cache_ttl`` seconds behind.
+
+    ``aggregates``: pre-aggregated tables of an embedded store
+    (:mod:`edgemetrics.query.aggregates`), read wherever they hold a part of the answer;
+    ``"auto"`` (the default) takes the backend's (those its store's retention maintains),
+    None reads raw rows only. Either way the answer is the same.
     """
 
     def __init__(
@@ -34,10 +42,12 @@ class Engine:
         cache_ttl: float = 30.0,
         raw_days: int = RAW_RETENTION_DAYS,
         clock: Callable[[], datetime] | None = None,
+        aggregates: Aggregates | Literal["auto"] | None = "auto",
     ) -> None:
         self.backend = backend
         self.rollups = rollups
         self.raw_days = raw_days
+        self.aggregates = aggregates
         self.cache = ResultCache(ttl=cache_ttl)
         self._clock = clock or (lambda: datetime.now(UTC))
 
@@ -67,8 +77,6 @@ class Engine:
         the_plan = plan(query, principal)
         if use_rollups and not the_plan.sort_in_python:
             # Two sources: sort and page after merging.
-            from dataclasses import replace
-
             the_plan.parts = [replace(p, order=(), limit=None, offset=0) for p in the_plan.parts]
             the_plan.sort_in_python = True
         the_plan.resolved = rng
@@ -89,37 +97,80 @@ class Engine:
                     sql.append(text)
                     merger.add(part, i, self.rollups.run(text))
         if raw_start < rng.end:
-            sources.append("raw")
-            # AE answers are often sampled: ask for the variance sums at once. The embedded
-            # store rarely is: ask again with them only when a row stood for several events.
-            eager = self.backend.dialect == "ae"
-            for i, part in enumerate(the_plan.parts):
-                text = compile_part(
-                    part,
-                    self.backend.dialect,
-                    query,
-                    principal,
-                    raw_start,
-                    rng.end,
-                    variances=eager,
-                    weighted=eager,
+            with self._reading() as reader:
+                used = self._run_recent(
+                    the_plan, merger, reader, query, principal, raw_start, rng.end, sql
                 )
-                rows = self.backend.run(text)
-                if not eager and any(int(float(r.get("_maxsi") or 1)) > 1 for r in rows):
-                    text = compile_part(
-                        part, self.backend.dialect, query, principal, raw_start, rng.end
-                    )
-                    rows = self.backend.run(text)
-                sql.append(text)
-                merger.add(part, i, rows)
-            for i in sorted(merger.sampled_quantile_parts()):
-                part = the_plan.parts[i]
-                text = compile_part(
-                    part, self.backend.dialect, query, principal, raw_start, rng.end, ci=True
-                )
-                sql.append(text)
-                merger.add(part, i, self.backend.run(text), ci=True)
+            sources += used
         return merger.result(tuple(sql), tuple(sources), now)
+
+    def _run_recent(
+        self,
+        the_plan: Plan,
+        merger: Merger,
+        reader: AggregateReader | None,
+        query: Query,
+        principal: Principal,
+        start: datetime,
+        end: datetime,
+        sql: list[str],
+    ) -> list[str]:
+        """Answer ``[start, end)`` from aggregates where they hold a part, raw rows elsewhere;
+        returns the sources read."""
+        used: dict[str, None] = {}
+        sources: dict[int, str | None] = {}
+        if reader is not None:
+            reader.prepare([p.family for p in the_plan.parts])
+        # AE answers are often sampled: ask for the variance sums at once. The embedded
+        # store rarely is: ask again with them only when a row stood for several events.
+        eager = self.backend.dialect == "ae"
+        for i, part in enumerate(the_plan.parts):
+            route = reader.route(part, query, principal, start, end) if reader else None
+            if route is not None:
+                used["aggregate"] = None
+            if route is None or route.reads_raw:
+                used["raw"] = None
+            if route is not None and route.sql is not None:
+                sql.append(route.sql)
+                merger.add(part, i, self.backend.run(route.sql))
+                continue
+            source = sources[i] = route.source if route is not None else None
+            args = (part, self.backend.dialect, query, principal, start, end)
+            text = compile_part(*args, variances=eager, weighted=eager, source=source)
+            rows = self.backend.run(text)
+            if not eager and any(int(float(r.get("_maxsi") or 1)) > 1 for r in rows):
+                text = compile_part(*args, source=source)
+                rows = self.backend.run(text)
+            sql.append(text)
+            merger.add(part, i, rows)
+        for i in sorted(merger.sampled_quantile_parts()):
+            part = the_plan.parts[i]
+            text = compile_part(
+                part,
+                self.backend.dialect,
+                query,
+                principal,
+                start,
+                end,
+                ci=True,
+                source=sources.get(i),
+            )
+            sql.append(text)
+            merger.add(part, i, self.backend.run(text), ci=True)
+        return list(used)
+
+    @contextmanager
+    def _reading(self) -> Iterator[AggregateReader | None]:
+        """A reader of the aggregates in one snapshot of the store, or None (raw only)."""
+        aggregates = self.aggregates
+        if aggregates == "auto":
+            aggregates = getattr(self.backend, "aggregates", None)
+        snapshot = getattr(self.backend, "snapshot", None)
+        if aggregates is None or self.backend.dialect != "duckdb" or snapshot is None:
+            yield None
+            return
+        with snapshot() as cursor:
+            yield aggregates.reader(cursor)
 
 
 def _ceil_day(t: datetime) -> date:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -87,53 +88,95 @@ class Result:
         return self.rows[0].metrics[metric] if self.rows else None
 
 
-@dataclass
 class _Acc:
-    rows: dict[str, int] = field(default_factory=dict)  # family -> stored rows
-    maxsi: int = 1
-    sums: dict[Component, float] = field(default_factory=dict)
-    variances: dict[Component, float] = field(default_factory=dict)
-    covariances: dict[tuple[Component, Component], float] = field(default_factory=dict)
-    quantiles: dict[tuple[int, float], float | None] = field(default_factory=dict)
-    quantile_rows: dict[int, int] = field(default_factory=dict)
-    ci_quantiles: dict[tuple[int, float], float | None] = field(default_factory=dict)
+    """One group's running totals; sums are indexed like :attr:`Merger.components`."""
+
+    __slots__ = (
+        "ci_quantiles",
+        "covariances",
+        "maxsi",
+        "quantile_rows",
+        "quantiles",
+        "rows",
+        "sums",
+        "variances",
+    )
+
+    def __init__(self, n_components: int, n_families: int) -> None:
+        self.rows = [0] * n_families  # stored rows, per family of the plan
+        self.maxsi = 1
+        self.sums = [0.0] * n_components
+        self.variances = [0.0] * n_components
+        self.covariances: dict[tuple[int, int], float] = {}
+        self.quantiles: dict[tuple[int, float], float | None] = {}
+        self.quantile_rows: dict[int, int] = {}
+        self.ci_quantiles: dict[tuple[int, float], float | None] = {}
 
 
 def _num(v: Any) -> float:
     return 0.0 if v is None else float(v)
 
 
+def _text(raw: Any) -> str:
+    return "" if raw is None else str(raw)
+
+
 class Merger:
-    """Adds up the rows of every part (raw and rollup) by dimension key."""
+    """Adds up the rows of every part (raw, aggregates, rollups) by dimension key.
+
+    Components, columns and key readers are worked out once per plan, so a large answer
+    (ten thousand content items) costs a few dictionary operations per row.
+    """
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.groups: dict[Key, _Acc] = {}
         self.tz = zone(plan.query.tz)
+        self.components: dict[Component, int] = {}
+        for part in plan.parts:
+            for c in part.components:
+                self.components.setdefault(c, len(self.components))
+        self._families = {f: i for i, f in enumerate(dict.fromkeys(p.family for p in plan.parts))}
+        self._columns = [
+            (
+                [(f"s{j}", f"v{j}", self.components[c]) for j, c in enumerate(p.components)],
+                [
+                    (f"c{k}", (self.components[p.components[a]], self.components[p.components[b]]))
+                    for k, (a, b) in enumerate(p.covariances)
+                ],
+            )
+            for p in plan.parts
+        ]
+        self._readers = [[self._reader(name) for name in p.keys] for p in plan.parts]
+        self._metrics = [(name, self._metric_plan(name)) for name in plan.query.metrics]
 
-    def _key(self, part: SqlPart, row: dict[str, Any]) -> Key:
-        out: list[Any] = []
-        for i, name in enumerate(part.keys):
-            raw = row[f"d{i}"]
-            if name == "bucket":
-                if isinstance(raw, date) and not isinstance(raw, datetime):
-                    # A rollup day: its local midnight in the query's zone.
-                    out.append(
-                        int(datetime(raw.year, raw.month, raw.day, tzinfo=self.tz).timestamp())
-                    )
-                else:
-                    out.append(int(float(raw)))
-            else:
-                out.append(label(DIMENSIONS[name], raw))
-        return tuple(out)
+    def _new(self) -> _Acc:
+        return _Acc(len(self.components), len(self._families))
+
+    def _reader(self, name: str) -> Callable[[Any], Any]:
+        if name == "bucket":
+            return self._bucket
+        dim = DIMENSIONS[name]
+        if dim.kind in ("blob", "index"):
+            return _text
+        return lambda raw: label(dim, raw)
+
+    def _bucket(self, raw: Any) -> int:
+        if isinstance(raw, date) and not isinstance(raw, datetime):
+            # A rollup day: its local midnight in the query's zone.
+            return int(datetime(raw.year, raw.month, raw.day, tzinfo=self.tz).timestamp())
+        return int(float(raw))
 
     def _add_by_type(self, part: SqlPart, rows: list[dict[str, Any]]) -> None:
         """Rows grouped by event type (and status class): each adds to the sums it belongs to."""
         from edgemetrics.query.compiler import by_type_exprs
 
-        acc = self.groups.setdefault((), _Acc())
+        acc = self.groups.get(())
+        if acc is None:
+            acc = self.groups[()] = self._new()
         exprs = by_type_exprs(part)
         types = set(part.types)
+        family = self._families[part.family]
 
         def member(c: Component, row: dict[str, Any]) -> bool:
             if row["_type"] not in c.types:
@@ -143,17 +186,17 @@ class Merger:
         for row in rows:
             if row["_type"] not in types:
                 continue
-            acc.rows[part.family] = acc.rows.get(part.family, 0) + int(_num(row["_rows"]))
+            acc.rows[family] += int(_num(row["_rows"]))
             acc.maxsi = max(acc.maxsi, int(_num(row.get("_maxsi"))))
             for c in part.components:
                 if member(c, row):
-                    i = exprs.index(c.expr)
-                    acc.sums[c] = acc.sums.get(c, 0.0) + _num(row.get(f"e{i}"))
-                    acc.variances[c] = acc.variances.get(c, 0.0) + _num(row.get(f"ev{i}"))
+                    i, e = self.components[c], exprs.index(c.expr)
+                    acc.sums[i] += _num(row.get(f"e{e}"))
+                    acc.variances[i] += _num(row.get(f"ev{e}"))
             for k, (a, b) in enumerate(part.covariances):
                 ca, cb = part.components[a], part.components[b]
                 if member(ca, row) and member(cb, row):
-                    pair = (ca, cb)
+                    pair = (self.components[ca], self.components[cb])
                     acc.covariances[pair] = acc.covariances.get(pair, 0.0) + _num(row.get(f"ec{k}"))
 
     def add(
@@ -162,34 +205,45 @@ class Merger:
         if rows and "_type" in rows[0]:
             self._add_by_type(part, rows)
             return
+        readers = [(f"d{i}", read) for i, read in enumerate(self._readers[part_index])]
+        sums, covs = self._columns[part_index]
+        family = self._families[part.family]
+        quantile = part.quantile
+        levels = part.ci_levels() if ci else ()
+        groups = self.groups
         for row in rows:
             rows_n = int(_num(row.get("_rows")))
-            if rows_n == 0 and part.keys:
+            if rows_n == 0 and readers:
                 continue
-            acc = self.groups.setdefault(self._key(part, row), _Acc())
+            key = tuple(read(row[column]) for column, read in readers)
+            acc = groups.get(key)
+            if acc is None:
+                acc = groups[key] = self._new()
             if ci:
-                assert part.quantile is not None
-                for i, q in enumerate(part.ci_levels()):
+                for i, q in enumerate(levels):
                     v = row.get(f"q{i}")
                     acc.ci_quantiles[(part_index, q)] = None if v is None else float(v)
                 continue
-            before = acc.rows.get(part.family, 0)
-            # Sum parts of one family (raw, rollup) hold disjoint rows; a quantile part
-            # reads rows a sum part of its family already counted.
-            acc.rows[part.family] = (
-                before + rows_n if part.quantile is None else max(before, rows_n)
-            )
+            # Sum parts of one family (raw, aggregates, rollup) hold disjoint rows; a
+            # quantile part reads rows a sum part of its family already counted.
+            if quantile is None:
+                acc.rows[family] += rows_n
+            else:
+                acc.rows[family] = max(acc.rows[family], rows_n)
             if rows_n:
+                # The SQL API's JSON may carry numbers as strings: read every value as one.
                 acc.maxsi = max(acc.maxsi, int(_num(row.get("_maxsi"))))
-            for i, c in enumerate(part.components):
-                acc.sums[c] = acc.sums.get(c, 0.0) + _num(row.get(f"s{i}"))
-                acc.variances[c] = acc.variances.get(c, 0.0) + _num(row.get(f"v{i}"))
-            for k, (a, b) in enumerate(part.covariances):
-                pair = (part.components[a], part.components[b])
-                acc.covariances[pair] = acc.covariances.get(pair, 0.0) + _num(row.get(f"c{k}"))
-            if part.quantile is not None:
+            for s_col, v_col, i in sums:
+                s, v = row.get(s_col), row.get(v_col)
+                if s is not None:
+                    acc.sums[i] += float(s)
+                if v is not None:
+                    acc.variances[i] += float(v)
+            for c_col, pair in covs:
+                acc.covariances[pair] = acc.covariances.get(pair, 0.0) + _num(row.get(c_col))
+            if quantile is not None:
                 acc.quantile_rows[part_index] = rows_n
-                for i, q in enumerate(part.quantile.levels):
+                for i, q in enumerate(quantile.levels):
                     v = row.get(f"q{i}")
                     acc.quantiles[(part_index, q)] = (
                         None if (v is None or rows_n == 0) else float(v)
@@ -209,20 +263,19 @@ class Merger:
         query = self.plan.query
         keys = query.output_dimensions
         if not keys and not self.groups:
-            self.groups[()] = _Acc()
+            self.groups[()] = self._new()
+        bucket = 0 if query.bucket else None
         out = []
         for key, acc in self.groups.items():
-            dims: dict[str, Any] = {}
-            for name, raw in zip(keys, key, strict=True):
-                dims[name] = datetime.fromtimestamp(raw, self.tz) if name == "bucket" else raw
+            dims: dict[str, Any] = dict(zip(keys, key, strict=True))
+            if bucket is not None:
+                dims["bucket"] = datetime.fromtimestamp(key[0], self.tz)
             estimated = acc.maxsi > 1
             values: dict[str, float | None] = {}
             intervals: dict[str, tuple[float, float] | None] = {}
-            for name in query.metrics:
-                value, interval = self._metric(name, acc, estimated)
-                values[name] = value
-                intervals[name] = interval
-            out.append(ResultRow(dims, values, intervals, sum(acc.rows.values()), estimated))
+            for name, how in self._metrics:
+                values[name], intervals[name] = how(acc, estimated)
+            out.append(ResultRow(dims, values, intervals, sum(acc.rows), estimated))
         if self.plan.sort_in_python and keys:
             out = _sort(out, query)[query.offset : query.offset + query.limit]
         return Result(
@@ -235,33 +288,43 @@ class Merger:
             computed_at=computed_at,
         )
 
-    def _sum(self, name: str, acc: _Acc) -> tuple[float, float, Component]:
-        c = METRICS[name].sum_components()[0]
-        return acc.sums.get(c, 0.0), acc.variances.get(c, 0.0), c
-
-    def _metric(
-        self, name: str, acc: _Acc, estimated: bool
-    ) -> tuple[float | None, tuple[float, float] | None]:
+    def _metric_plan(
+        self, name: str
+    ) -> Callable[[_Acc, bool], tuple[float | None, tuple[float, float] | None]]:
+        """How to compute metric ``name`` from a group's totals."""
         m = METRICS[name]
+
+        def index(metric: str) -> int:
+            return self.components[METRICS[metric].sum_components()[0]]
+
         if m.kind == "sum":
-            s, v, _ = self._sum(name, acc)
-            half = Z95 * math.sqrt(max(v, 0.0))
-            return s, (max(0.0, s - half), s + half)
+            i = index(name)
+
+            def total(acc: _Acc, estimated: bool) -> tuple[float, tuple[float, float]]:
+                s = acc.sums[i]
+                half = Z95 * math.sqrt(max(acc.variances[i], 0.0))
+                return s, (max(0.0, s - half), s + half)
+
+            return total
         if m.kind in ("ratio", "difference"):
-            a, va, ca = self._sum(m.parts[0], acc)
-            b, vb, cb = self._sum(m.parts[1], acc)
-            cov = acc.covariances.get((ca, cb), 0.0)
-            if m.kind == "difference":
-                d = a - b
-                half = Z95 * math.sqrt(max(va + vb - 2 * cov, 0.0))
-                return d, (d - half, d + half)
-            if b == 0:
-                return None, None
-            r = a / b
-            var = (va - 2 * r * cov + r * r * vb) / (b * b)
-            half = Z95 * math.sqrt(max(var, 0.0))
-            return r, (max(0.0, r - half), r + half)
-        # quantile
+            ia, ib = index(m.parts[0]), index(m.parts[1])
+            difference = m.kind == "difference"
+
+            def combined(acc: _Acc, estimated: bool) -> tuple[float | None, Any]:
+                a, va, b, vb = acc.sums[ia], acc.variances[ia], acc.sums[ib], acc.variances[ib]
+                cov = acc.covariances.get((ia, ib), 0.0)
+                if difference:
+                    d = a - b
+                    half = Z95 * math.sqrt(max(va + vb - 2 * cov, 0.0))
+                    return d, (d - half, d + half)
+                if b == 0:
+                    return None, None
+                r = a / b
+                var = (va - 2 * r * cov + r * r * vb) / (b * b)
+                half = Z95 * math.sqrt(max(var, 0.0))
+                return r, (max(0.0, r - half), r + half)
+
+            return combined
         part_index = next(
             i
             for i, p in enumerate(self.plan.parts)
@@ -269,21 +332,24 @@ class Merger:
             and p.quantile.expr == m.quantile_of
             and p.quantile.types == m.quantile_types
         )
-        value = acc.quantiles.get((part_index, m.level))
-        if value is None:
-            return None, None
-        if not estimated:
-            return value, (value, value)
-        n = max(acc.quantile_rows.get(part_index, 0), 1)
-        need = Z95 * math.sqrt(m.level * (1 - m.level) / n)
-        offset = CI_OFFSETS[min(bisect.bisect_left(CI_OFFSETS, need), len(CI_OFFSETS) - 1)]
-        lo_level = round(max(0.0, m.level - offset), 6)
-        hi_level = round(min(1.0, m.level + offset), 6)
-        lo = acc.ci_quantiles.get((part_index, lo_level))
-        hi = acc.ci_quantiles.get((part_index, hi_level))
-        if lo is None or hi is None:
-            return value, None
-        return value, (min(lo, value), max(hi, value))
+        level = m.level
+
+        def quantile(acc: _Acc, estimated: bool) -> tuple[float | None, Any]:
+            value = acc.quantiles.get((part_index, level))
+            if value is None:
+                return None, None
+            if not estimated:
+                return value, (value, value)
+            n = max(acc.quantile_rows.get(part_index, 0), 1)
+            need = Z95 * math.sqrt(level * (1 - level) / n)
+            offset = CI_OFFSETS[min(bisect.bisect_left(CI_OFFSETS, need), len(CI_OFFSETS) - 1)]
+            lo = acc.ci_quantiles.get((part_index, round(max(0.0, level - offset), 6)))
+            hi = acc.ci_quantiles.get((part_index, round(min(1.0, level + offset), 6)))
+            if lo is None or hi is None:
+                return value, None
+            return value, (min(lo, value), max(hi, value))
+
+        return quantile
 
 
 def _sort(rows: list[ResultRow], query: Query) -> list[ResultRow]:
