@@ -6,6 +6,7 @@ implementation answering the same questions on the same rows, measured in the sa
     python benchmarks/queries.py --sizes 1000000 # one size
     python benchmarks/queries.py --with-100m     # also 100M (SQLite up to --sqlite-max)
     python benchmarks/queries.py --reuse         # keep data files (and built tables) in --dir
+    python benchmarks/queries.py --reuse --prepare-only  # only generate the data files
 
 For each size, synthetic events (``benchmarks/synthetic.py``) are bulk-loaded into an
 ``EmbeddedStore``, its derived tables are built (``edgemetrics.query.aggregates``, timed)
@@ -812,6 +813,12 @@ def legacy_table(
 def run_size(n: int, args: argparse.Namespace) -> None:
     store, now, sqlite_path = open_store(n, args.dir, args.reuse)
     print(f"   load average {load_average()}")
+    if args.prepare_only:
+        print(
+            f"   data ready (--prepare-only: derived tables are built by the run itself); load average {load_average()}"
+        )
+        store.close()
+        return
     aggregates = build_derived(store, now)
     top = store.query(
         "SELECT index1 FROM edgemetrics_content GROUP BY index1 ORDER BY count(*) DESC LIMIT 1"
@@ -987,6 +994,11 @@ def main() -> int:
         "--reuse",
         action="store_true",
         help="reuse data files of an earlier run in --dir (same sizes)",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="generate the data files, then stop (with --reuse, a later run uses them)",
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -142,7 +142,10 @@ class EmbeddedStore:
                 self._con.execute(_ddl(table)).fetchall()
             self._drop_unique_indexes()
             for table in DATASETS:
-                row = self._con.execute(f"SELECT epoch_ms(max(timestamp)) FROM {table}").fetchone()
+                # fetchall, not fetchone: a result left pending keeps its transaction open,
+                # and DuckDB then refuses every checkpoint (the WAL only grows).
+                rows = self._con.execute(f"SELECT epoch_ms(max(timestamp)) FROM {table}").fetchall()
+                row = rows[0] if rows else None
                 self._latest[table] = int(row[0]) if row and row[0] is not None else -(1 << 62)
             if retention is not None:
                 retention.start(self)

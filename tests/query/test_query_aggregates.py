@@ -22,6 +22,7 @@ from edgemetrics.query.aggregates import (
     SEGMENTS_TABLE,
     Aggregates,
     AggregateSpec,
+    ItemRows,
     TenantRows,
 )
 from edgemetrics.retention import Retention, enforce_retention
@@ -83,7 +84,10 @@ def test_derived_tables_answer_as_raw_rows(
     clear(store)
     store.write(data)
     now = T0 + timedelta(hours=hours, minutes=17)
-    aggregates = Aggregates(store, SPECS, settle_s=0, branch_rows=0, clock=lambda: now)
+    # row_group_rows=1: a content filter reads the item rows, as in a large store.
+    aggregates = Aggregates(
+        store, SPECS, settle_s=0, branch_rows=0, row_group_rows=1, clock=lambda: now
+    )
     aggregates.refresh()
     derived, raw = engines(store, aggregates, now)
     for query, principal in qs:
@@ -420,3 +424,64 @@ def test_filters_with_hostile_values_match_the_literal(
             same(a, raw.run(q, Principal.owner()))
             assert "aggregate" in a.sources
         assert [r["country"] for r in a.rows if r["country"] == v] == []
+
+
+def test_item_questions_read_the_item_rows_and_answer_as_raw_rows(
+    month: tuple[EmbeddedStore, datetime],
+) -> None:
+    """An owner's question about one item (or a few): totals, days, hours, local days,
+    quantiles and breakdowns, at every boundary, read the rows sorted by item."""
+    store, now = month
+    aggregates = Aggregates(
+        store, SPECS, settle_s=0, branch_rows=0, row_group_rows=1, clock=lambda: now
+    )
+    aggregates.refresh()
+    derived, raw = engines(store, aggregates, now)
+    items = next(s for s in SPECS if isinstance(s, ItemRows))
+    one = Filter("content", "eq", "alice-0")
+    few = Filter("content", "in", ("alice-0", "bob-1", "nobody"))
+    questions = [
+        (("views", "plays", "completion_rate"), (), None, "UTC", (one,)),
+        (("views",), (), "day", "UTC", (one,)),
+        (("views",), (), "hour", "UTC", (one,)),
+        (("views",), (), "day", "Europe/Paris", (one,)),
+        (("plays", "abandon_position_p25", "abandon_position_p90"), (), None, "UTC", (one,)),
+        (("views",), ("country",), None, "UTC", (one, Filter("country", "eq", "FR"))),
+        (("views", "avg_abandon_position"), ("content",), None, "UTC", (few,)),
+    ]
+    read_items = 0
+    for metrics, dims, bucket, tz, filters in questions:
+        for rng in _ranges(now):
+            q = Query(metrics, dims, filters=filters, time_range=rng, bucket=bucket, tz=tz)
+            a = derived.run(q, Principal.owner())
+            same(a, raw.run(q, Principal.owner()))
+            if any(items.table in sql for sql in a.sql):
+                read_items += 1
+                assert "aggregate" in a.sources
+    assert read_items >= len(questions) * 4  # every range the copy covers
+    # Not narrowed to items (ne): the item rows are no help, and are not read.
+    q = Query(("views",), filters=(Filter("content", "ne", "alice-0"),), time_range=_ranges(now)[1])
+    a = derived.run(q, Principal.owner())
+    same(a, raw.run(q, Principal.owner()))
+    assert not any(items.table in sql for sql in a.sql)
+    # A creator reads its tenant rows, never the item rows.
+    q = Query(("views",), filters=(one,), time_range=_ranges(now)[1])
+    a = derived.run(q, Principal.creator("alice"))
+    same(a, raw.run(q, Principal.creator("alice")))
+    assert not any(items.table in sql for sql in a.sql) and "aggregate" in a.sources
+
+
+def test_item_rows_are_sorted_by_item_within_each_segment(
+    month: tuple[EmbeddedStore, datetime],
+) -> None:
+    store, now = month
+    Aggregates(store, SPECS, settle_s=0, branch_rows=0, clock=lambda: now).refresh()
+    items = next(s for s in SPECS if isinstance(s, ItemRows))
+    rows = store.query(
+        f"SELECT date_trunc('day', timestamp) AS d, blob2 AS c FROM {items.table} "
+        "WHERE timestamp < (SELECT max(t1) FROM edgemetrics_agg_segments "
+        "WHERE family = 'content' AND t1 - t0 = INTERVAL 1 DAY)"
+    )
+    assert rows and rows == sorted(rows, key=lambda r: (r["d"], r["c"]))
+    raw_n = store.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"]
+    assert store.query(f"SELECT count(*) AS n FROM {items.table}")[0]["n"] <= raw_n

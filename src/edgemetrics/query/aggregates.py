@@ -123,6 +123,8 @@ BATCH_ROWS = 4_000_000
 # What one more branch of a statement costs DuckDB (binding, planning, a pipeline), in the
 # rows it scans and sums in that time: a few milliseconds. Tiny stores stay on raw rows.
 BRANCH_ROWS = 300_000
+# DuckDB's row group: the unit its min/max statistics let a scan skip.
+ROW_GROUP_ROWS = 122_880
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 Grain = Literal["hour", "day"]
@@ -316,13 +318,10 @@ class AggregateSpec:
 
 
 @dataclass(frozen=True)
-class TenantRows:
-    """A creator family's raw rows (the columns queries read), sorted by tenant within
-    each segment: a creator's query, whatever it asks, reads only that creator's slice.
-
-    >>> TenantRows("rows", "content").table
-    'edgemetrics_agg_rows'
-    """
+class RowsCopy:
+    """A creator family's raw rows (the columns queries read), copied segment by segment
+    and sorted within each one, so a query narrowed to one key reads the few row groups
+    holding it (DuckDB skips the others by their min/max). The kinds below say which key."""
 
     name: str
     family: str
@@ -340,25 +339,62 @@ class TenantRows:
     def tenant(self) -> bool:
         return True
 
+    def sort_columns(self) -> tuple[str, ...]:
+        raise NotImplementedError  # each kind names its key
+
     def ddl(self, raw_types: dict[str, str]) -> str:
         cols = ", ".join(f"{c} {raw_types[c]}" for c in raw_columns(self.family))
         return f"CREATE TABLE {self.table} ({cols})"
 
     def signature(self, raw_types: dict[str, str]) -> str:
-        return _digest(self.ddl(raw_types))
+        return _digest(self.ddl(raw_types) + self._signature_suffix())
+
+    def _signature_suffix(self) -> str:
+        return "|sorted=" + ",".join(self.sort_columns())
 
     def build_sql(self, t0: datetime, t1: datetime, unit: str) -> str:
-        """Copy the raw rows of ``[t0, t1)``, each ``unit`` sorted by tenant."""
+        """Copy the raw rows of ``[t0, t1)``, each ``unit`` sorted by the kind's key."""
         cols = ", ".join(raw_columns(self.family))
-        creator = col(self.family, "creator_id")
+        order = ", ".join(self.sort_columns())
         return (
             f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {TABLES[self.family]} "
             f"WHERE timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)} "
-            f"ORDER BY date_trunc('{unit}', timestamp), {TENANT_COLUMN}, {creator}, timestamp"
+            f"ORDER BY date_trunc('{unit}', timestamp), {order}, timestamp"
         )
 
 
-Spec = AggregateSpec | TenantRows
+@dataclass(frozen=True)
+class TenantRows(RowsCopy):
+    """A creator family's raw rows sorted by tenant within each segment: a creator's
+    query, whatever it asks, reads only that creator's slice.
+
+    >>> TenantRows("rows", "content").table
+    'edgemetrics_agg_rows'
+    """
+
+    def sort_columns(self) -> tuple[str, ...]:
+        return (TENANT_COLUMN, col(self.family, "creator_id"))
+
+    def _signature_suffix(self) -> str:
+        return ""  # the first kind: tables built before ItemRows keep their signature
+
+
+@dataclass(frozen=True)
+class ItemRows(RowsCopy):
+    """A creator family's raw rows sorted by content id within each segment: a question
+    about one item (or a few), whatever else it asks (any dimension, filter or quantile),
+    reads about one row group per segment for it instead of every row of the range.
+    The platform owner's item pages read it; a creator reads its :class:`TenantRows`.
+
+    >>> ItemRows("items", "content").sort_columns()
+    ('blob2',)
+    """
+
+    def sort_columns(self) -> tuple[str, ...]:
+        return (col(self.family, "content_id"),)
+
+
+Spec = AggregateSpec | RowsCopy
 
 
 def _digest(text: str) -> str:
@@ -378,6 +414,7 @@ DEFAULT_SPECS: tuple[Spec, ...] = (
     ),
     AggregateSpec("content_items", "content", ("content", "content_type")),
     TenantRows("content_tenant_rows", "content"),
+    ItemRows("content_item_rows", "content"),
     AggregateSpec("commerce_sales", "commerce", ("currency", *_AUDIENCE)),
     AggregateSpec("commerce_items", "commerce", ("content", "content_type", "currency")),
     TenantRows("commerce_tenant_rows", "commerce"),
@@ -485,7 +522,10 @@ class Aggregates:
     match the raw rows. :meth:`refresh` builds what is missing. ``settle_s``: how long
     after an hour ends it is built (later events are caught by the check and repaired);
     ``verify_every_s``: how often a refresh compares every segment's checksum with the raw
-    rows even when the counts agree.
+    rows even when the counts agree. ``branch_rows`` and ``row_group_rows`` feed the
+    routing's estimate of the rows each way reads (a statement branch's fixed cost, and
+    the rows a skipped or read row group holds); tests lower them to take the derived
+    paths on a few rows.
     """
 
     def __init__(
@@ -496,19 +536,24 @@ class Aggregates:
         settle_s: float = 300.0,
         verify_every_s: float = 86_400.0,
         branch_rows: int = BRANCH_ROWS,
+        row_group_rows: int = ROW_GROUP_ROWS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError("aggregates: two specs share a name [unique]")
         for family in FAMILIES:
-            if sum(isinstance(s, TenantRows) and s.family == family for s in specs) > 1:
-                raise ValueError(f"aggregates: more than one TenantRows for {family} [unique]")
+            for kind in (TenantRows, ItemRows):
+                if sum(isinstance(s, kind) and s.family == family for s in specs) > 1:
+                    raise ValueError(
+                        f"aggregates: more than one {kind.__name__} for {family} [unique]"
+                    )
         self.store = store
         self.specs: tuple[Spec, ...] = tuple(specs)
         self.settle_s = settle_s
         self.verify_every_s = verify_every_s
         self.branch_rows = branch_rows
+        self.row_group_rows = row_group_rows
         self.clock = clock
         self.families = tuple(f for f in FAMILIES if any(s.family == f for s in self.specs))
         self.sizes: dict[str, int] = {}
@@ -610,7 +655,7 @@ class Aggregates:
                     continue
                 _sql(cur, f"DROP TABLE IF EXISTS {spec.table}")
                 raw_types = types[spec.family]
-                _sql(cur, spec.ddl(raw_types) if isinstance(spec, TenantRows) else spec.ddl())
+                _sql(cur, spec.ddl(raw_types) if isinstance(spec, RowsCopy) else spec.ddl())
                 _sql(
                     cur,
                     f"INSERT OR REPLACE INTO {SPECS_TABLE} VALUES (?, ?, ?)",
@@ -853,7 +898,7 @@ class Aggregates:
                 )
             }
             for spec in self.specs_of(family):
-                column = "timestamp" if isinstance(spec, TenantRows) else "t"
+                column = "timestamp" if isinstance(spec, RowsCopy) else "t"
                 if replacing:
                     _sql(
                         cur,
@@ -862,7 +907,7 @@ class Aggregates:
                     )
                 if not counts:
                     continue
-                if isinstance(spec, TenantRows):
+                if isinstance(spec, RowsCopy):
                     _sql(cur, spec.build_sql(t0, t1, trunc))
                 else:
                     _sql(cur, spec.build_sql(t0, t1, "hour" if spec.grain == "hour" else trunc))
@@ -922,7 +967,7 @@ class Aggregates:
                 if gone:
                     bound = _ts(gone[-1].t1)
                     for spec in self.specs_of(family):
-                        column = "timestamp" if isinstance(spec, TenantRows) else "t"
+                        column = "timestamp" if isinstance(spec, RowsCopy) else "t"
                         _sql(cur, f"DELETE FROM {spec.table} WHERE {column} < {bound}")
                     _sql(
                         cur,
@@ -1024,22 +1069,48 @@ class AggregateReader:
     ) -> Route | None:
         """How to read ``part`` over ``[start, end)``, or None for raw rows only."""
         sums = self._sums(part, query, principal, start, end)
-        if sums is not None or principal.role == "owner":
-            return sums
+        if principal.role == "owner":
+            # The owner: a sum spec or the item rows, whichever reads fewer rows.
+            options = [o for o in (sums, self._items(part, query, start, end)) if o is not None]
+            return min(options, key=lambda o: o[0])[1] if options else None
+        if sums is not None:
+            return sums[1]
         rows = next(
             (s for s in self.aggregates.specs_of(part.family) if isinstance(s, TenantRows)), None
         )
         coverage = self.coverage(part.family) if rows is not None else None
         if rows is None or coverage is None or coverage.start >= end or coverage.end <= start:
             return None
-        cols = ", ".join(raw_columns(part.family))
-        # The tenant rows hold every row before the end of covered time (the check says
-        # so), raw rows the rest.
-        source = (
-            f"(SELECT {cols} FROM {rows.table} UNION ALL SELECT {cols} "
-            f"FROM {TABLES[part.family]} WHERE timestamp >= {_ts(coverage.end)}) AS r"
+        return Route(rows, end > coverage.end, source=_rows_source(rows, coverage))
+
+    def _items(
+        self, part: SqlPart, query: Query, start: datetime, end: datetime
+    ) -> tuple[float, Route] | None:
+        """The item rows for a part narrowed to a few content items, with the rows it is
+        expected to read, if fewer than the raw rows of the range."""
+        rows = next(
+            (s for s in self.aggregates.specs_of(part.family) if isinstance(s, ItemRows)), None
         )
-        return Route(rows, end > coverage.end, source=source)
+        counts = [
+            len(f.values)
+            for f in query.filters
+            if f.dimension == "content" and f.op in ("eq", "in")
+        ]
+        coverage = self.coverage(part.family) if rows is not None and counts else None
+        if rows is None or coverage is None or coverage.start >= end or coverage.end <= start:
+            return None
+        lo, hi = max(start, coverage.start), min(end, coverage.end)
+        covered = (coverage.end - coverage.start).total_seconds()
+        in_range = coverage.rows * max((hi - lo).total_seconds(), 0.0) / covered
+        # Each segment is sorted by item: an item's rows in it lie in one row group or
+        # two, and DuckDB skips the others by their min/max.
+        cuts = coverage.cuts
+        segments = bisect.bisect_left(cuts, hi) - bisect.bisect_right(cuts, lo) + 1
+        read = min(in_range, segments * min(counts) * self.aggregates.row_group_rows)
+        cost = read + self.aggregates.branch_rows * 2
+        if cost >= in_range + self.aggregates.branch_rows:
+            return None
+        return cost, Route(rows, end > coverage.end, source=_rows_source(rows, coverage))
 
     def _fits(self, part: SqlPart, query: Query, principal: Principal) -> list[AggregateSpec]:
         """The sum specs holding every dimension the part groups or filters by, readable by
@@ -1065,9 +1136,10 @@ class AggregateReader:
         principal: Principal,
         start: datetime,
         end: datetime,
-    ) -> Route | None:
+    ) -> tuple[float, Route] | None:
         """One statement answering ``part`` from a sum spec's rows and the raw rows around
-        them (sorted and paged as the part says), or None.
+        them (sorted and paged as the part says), with the rows it is expected to read,
+        or None.
 
         Of the specs that fit, the one expected to read the fewest rows: its own rows in
         the span it answers, plus the raw rows of the edges it leaves (a daily spec leaves
@@ -1094,10 +1166,10 @@ class AggregateReader:
         all_raw = per_second * max((hi - lo).total_seconds(), 0.0) + self.aggregates.branch_rows
         if best is None or best[0] >= all_raw:
             return None
-        _, spec, a, b = best
+        cost, spec, a, b = best
         select = _spec_select(spec, part, query, principal, a, b)
         if lo >= a and end <= b:
-            return Route(spec, False, sql=select + order_sql(part, "duckdb"))
+            return cost, Route(spec, False, sql=select + order_sql(part, "duckdb"))
         # One raw branch for both edges and the tail: [lo, end) but not [a, b).
         bare = replace(part, order=(), limit=None, offset=0)
         rest = compile_part(
@@ -1114,7 +1186,17 @@ class AggregateReader:
         if part.order or part.limit is not None:
             # ORDER BY must see the totals, not the branches' columns of the same names.
             sql = f"SELECT * FROM ({sql}) AS g{order_sql(part, 'duckdb')}"
-        return Route(spec, True, sql=sql)
+        return cost, Route(spec, True, sql=sql)
+
+
+def _rows_source(rows: RowsCopy, coverage: Coverage) -> str:
+    """A ``FROM`` item with the raw table's columns: the copy holds every row before the
+    end of covered time (the check says so), the raw table the rest."""
+    cols = ", ".join(raw_columns(rows.family))
+    return (
+        f"(SELECT {cols} FROM {rows.table} UNION ALL SELECT {cols} "
+        f"FROM {TABLES[rows.family]} WHERE timestamp >= {_ts(coverage.end)}) AS r"
+    )
 
 
 def _spec_select(
