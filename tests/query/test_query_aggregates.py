@@ -22,7 +22,7 @@ from edgemetrics.query.aggregates import (
     SEGMENTS_TABLE,
     Aggregates,
     AggregateSpec,
-    ItemRows,
+    SortedRows,
     TenantRows,
 )
 from edgemetrics.retention import Retention, enforce_retention
@@ -84,7 +84,8 @@ def test_derived_tables_answer_as_raw_rows(
     clear(store)
     store.write(data)
     now = T0 + timedelta(hours=hours, minutes=17)
-    # row_group_rows=1: a content filter reads the item rows, as in a large store.
+    # row_group_rows=1: a content or country filter reads the sorted rows, as in a large
+    # store.
     aggregates = Aggregates(
         store, SPECS, settle_s=0, branch_rows=0, row_group_rows=1, clock=lambda: now
     )
@@ -375,11 +376,12 @@ def test_retention_maintains_them_and_the_engine_reads_them(tmp_path: Any) -> No
     assert not any(t.name == "edgemetrics-retention" for t in threading.enumerate())
 
 
-def test_tenant_rows_hold_no_user_or_session_ids(month: tuple[EmbeddedStore, datetime]) -> None:
+def test_copied_rows_hold_no_user_or_session_ids(month: tuple[EmbeddedStore, datetime]) -> None:
     store, now = month
     Aggregates(store, SPECS, settle_s=0, branch_rows=0, clock=lambda: now).refresh()
+    assert any(isinstance(spec, SortedRows) for spec in SPECS)
     for spec in SPECS:
-        if isinstance(spec, TenantRows):
+        if isinstance(spec, TenantRows | SortedRows):
             cols = {
                 r["column_name"]
                 for r in store.query(
@@ -437,7 +439,7 @@ def test_item_questions_read_the_item_rows_and_answer_as_raw_rows(
     )
     aggregates.refresh()
     derived, raw = engines(store, aggregates, now)
-    items = next(s for s in SPECS if isinstance(s, ItemRows))
+    items = next(s for s in SPECS if isinstance(s, SortedRows) and s.by == ("content",))
     one = Filter("content", "eq", "alice-0")
     few = Filter("content", "in", ("alice-0", "bob-1", "nobody"))
     questions = [
@@ -476,7 +478,7 @@ def test_item_rows_are_sorted_by_item_within_each_segment(
 ) -> None:
     store, now = month
     Aggregates(store, SPECS, settle_s=0, branch_rows=0, clock=lambda: now).refresh()
-    items = next(s for s in SPECS if isinstance(s, ItemRows))
+    items = next(s for s in SPECS if isinstance(s, SortedRows) and s.by == ("content",))
     rows = store.query(
         f"SELECT date_trunc('day', timestamp) AS d, blob2 AS c FROM {items.table} "
         "WHERE timestamp < (SELECT max(t1) FROM edgemetrics_agg_segments "
@@ -485,3 +487,35 @@ def test_item_rows_are_sorted_by_item_within_each_segment(
     assert rows and rows == sorted(rows, key=lambda r: (r["d"], r["c"]))
     raw_n = store.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"]
     assert store.query(f"SELECT count(*) AS n FROM {items.table}")[0]["n"] <= raw_n
+
+
+def test_lists_under_a_country_filter_read_the_rows_sorted_by_country(
+    month: tuple[EmbeddedStore, datetime],
+) -> None:
+    store, now = month
+    aggregates = Aggregates(
+        store, SPECS, settle_s=0, branch_rows=0, row_group_rows=1, clock=lambda: now
+    )
+    aggregates.refresh()
+    derived, raw = engines(store, aggregates, now)
+    by_country = next(s for s in SPECS if isinstance(s, SortedRows) and s.by[0] == "country")
+    audience = (
+        Filter("country", "in", ("FR", "DE")),
+        Filter("device_class", "eq", ""),
+        Filter("authenticated", "eq", "anonymous"),
+    )
+    for rng in _ranges(now):
+        q = Query(
+            ("views", "watch_time", "avg_watch_time", "abandon_position_p50"),
+            ("content", "content_type"),
+            filters=audience,
+            time_range=rng,
+            order_by=("-views",),
+        )
+        a = derived.run(q, Principal.owner())
+        same(a, raw.run(q, Principal.owner()))
+    assert any(by_country.table in sql for sql in a.sql)
+    q = Query(("views",), ("content",), filters=(Filter("country", "not_in", ("FR",)),))
+    a = derived.run(q, Principal.owner())
+    same(a, raw.run(q, Principal.owner()))
+    assert not any(by_country.table in sql for sql in a.sql)

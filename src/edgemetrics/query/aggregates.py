@@ -135,26 +135,43 @@ Grain = Literal["hour", "day"]
 
 @dataclass(frozen=True)
 class FamilyColumns:
-    """The sums a spec row keeps: ``sum(e · s)`` and ``sum(e² · s · (s − 1))`` for every row
-    expression ``e`` of the family, and ``sum(e · f · s · (s − 1))`` for each pair a ratio
-    or difference needs (the daily rollups keep the same). ``types`` are the event types
-    a sum reads; a row holds one of them, as its position in this tuple (a small integer
-    is much cheaper to filter on than the text)."""
+    """The sums a spec row keeps, one column per event type it applies to (one row per key
+    holds every type: a fifth of the rows a row per type would take, for content): the
+    stored row count and largest sample interval per type, ``sum(e · s)`` and
+    ``sum(e² · s · (s − 1))`` for each row expression ``e`` and type a sum of the semantic
+    layer reads (a *cell*), and ``sum(e · f · s · (s − 1))`` for each pair a ratio or
+    difference needs, per type both read (the daily rollups keep the same sums). A type is
+    named by its position in ``types``."""
 
     types: tuple[str, ...]
-    exprs: tuple[Expr, ...]
-    pairs: tuple[tuple[Expr, Expr], ...]
+    cells: tuple[tuple[Expr, str], ...]
+    crosses: tuple[tuple[Expr, Expr, str], ...]
 
-    def codes(self, types: Sequence[str]) -> list[str]:
-        return [str(self.types.index(t)) for t in types]
+    def code(self, event_type: str) -> int:
+        return self.types.index(event_type)
+
+    def n(self, event_type: str) -> str:
+        return f"n_t{self.code(event_type)}"
+
+    def m(self, event_type: str) -> str:
+        return f"m_t{self.code(event_type)}"
+
+    def s(self, e: Expr, event_type: str) -> str:
+        return f"s_{e.name}_t{self.code(event_type)}"
+
+    def q(self, e: Expr, event_type: str) -> str:
+        return f"q_{e.name}_t{self.code(event_type)}"
+
+    def c(self, a: Expr, b: Expr, event_type: str) -> str:
+        return f"c_{a.name}__{b.name}_t{self.code(event_type)}"
+
+    def counts(self) -> list[str]:
+        return [x for t in self.types for x in (self.n(t), self.m(t))]
 
     def names(self) -> list[str]:
-        out = [f"{p}_{e.name}" for e in self.exprs for p in ("s", "q")]
-        return out + [cross_name(a, b) for a, b in self.pairs]
-
-
-def cross_name(a: Expr, b: Expr) -> str:
-    return f"c_{a.name}__{b.name}"
+        """The summed (DOUBLE) columns."""
+        out = [x for e, t in self.cells for x in (self.s(e, t), self.q(e, t))]
+        return out + [self.c(a, b, t) for a, b, t in self.crosses]
 
 
 def family_columns(family: str) -> FamilyColumns:
@@ -162,16 +179,23 @@ def family_columns(family: str) -> FamilyColumns:
     whose columns change is rebuilt).
 
     >>> cols = family_columns("content")
-    >>> cols.types[:2], [e.name for e in cols.exprs][:3], cols.names()[-1]
-    (('view', 'play_start'), ['one', 'unique_view', 'new_visitor'], 'c_position__one')
+    >>> cols.types[:2], [(e.name, t) for e, t in cols.cells][:2], cols.names()[-1]
+    (('view', 'play_start'), [('one', 'view'), ('unique_view', 'view')], 'c_position__one_t4')
     """
     types: dict[str, None] = {}
+    cells: dict[tuple[Expr, str], None] = {}
     for m in METRICS.values():
         if m.kind == "sum" and m.family == family:
-            types.update(dict.fromkeys(m.sum_components()[0].types))
-    return FamilyColumns(
-        tuple(types), tuple(EXPRS[family].values()), tuple(covariance_pairs()[family])
-    )
+            c = m.sum_components()[0]
+            types.update(dict.fromkeys(c.types))
+            cells.update(dict.fromkeys((c.expr, t) for t in c.types))
+    crosses = [
+        (a, b, t)
+        for a, b in covariance_pairs()[family]
+        for t in types
+        if (a, t) in cells and (b, t) in cells
+    ]
+    return FamilyColumns(tuple(types), tuple(cells), tuple(crosses))
 
 
 def raw_columns(family: str) -> tuple[str, ...]:
@@ -268,14 +292,15 @@ class AggregateSpec:
         return dimensions <= kept
 
     def ddl(self) -> str:
+        cols = family_columns(self.family)
         parts = ["t TIMESTAMP NOT NULL"]
         if self.tenant:
             parts += ["tenant VARCHAR NOT NULL", "creator VARCHAR NOT NULL"]
         for d in self.dimension_columns:
             numeric = DIMENSIONS[d].kind in ("bool", "status_class")
             parts.append(f"{d} {'DOUBLE' if numeric else 'VARCHAR'} NOT NULL")
-        parts += ["type UTINYINT NOT NULL", "n_rows BIGINT NOT NULL", "max_si BIGINT NOT NULL"]
-        parts += [f"{n} DOUBLE NOT NULL" for n in family_columns(self.family).names()]
+        parts += [f"{n} BIGINT NOT NULL" for n in cols.counts()]
+        parts += [f"{n} DOUBLE NOT NULL" for n in cols.names()]
         return f"CREATE TABLE {self.table} ({', '.join(parts)})"
 
     def signature(self, raw_types: dict[str, str]) -> str:
@@ -284,36 +309,59 @@ class AggregateSpec:
 
     def build_sql(self, t0: datetime, t1: datetime, unit: str) -> str:
         """Sum the raw rows of ``[t0, t1)`` into the table: one row per ``unit`` (``hour``
-        or ``day``), key and event type; tenant-kept specs sorted by tenant in each unit."""
+        or ``day``) and key, every event type in its own columns; tenant-kept specs sorted
+        by tenant in each unit."""
         family = self.family
         cols = family_columns(family)
         weight = "CAST(_sample_interval AS DOUBLE)"
-        var_weight = f"{weight} * ({weight} - 1)"
         keys = [f"date_trunc('{unit}', timestamp)"]
         if self.tenant:
             keys += [TENANT_COLUMN, col(family, "creator_id")]
         keys += [dimension_sql(DIMENSIONS[d], family, "duckdb") for d in self.dimension_columns]
         type_column = col(family, "type")
         code = " ".join(f"WHEN {literal(t, 'duckdb')} THEN {i}" for i, t in enumerate(cols.types))
-        keys.append(f"CASE {type_column} {code} END")
-        names = [*self.key_columns, "type"]
-        select = [f"{k} AS {n}" for k, n in zip(keys, names, strict=True)]
-        select += ["count(*) AS n_rows", "max(_sample_interval) AS max_si"]
-        for e in cols.exprs:
-            x = e.sql()
+        names = list(self.key_columns)
+        inner = [f"{k} AS {n}" for k, n in zip(keys, names, strict=True)]
+        # The type as a small integer, once per row: each sum's filter compares it.
+        inner += [f"CASE {type_column} {code} END AS _t", f"{weight} AS _w"]
+        exprs: dict[str, str] = {}
+        for e, _ in cols.cells:
+            exprs[e.name] = e.sql()
+        for a, b, _ in cols.crosses:
+            exprs[a.name] = a.sql()
+            exprs[b.name] = b.sql()
+        inner += [f"{x} AS _e_{name}" for name, x in exprs.items() if x != "1"]
+
+        def ref(e: Expr) -> str:
+            return "1" if e.sql() == "1" else f"_e_{e.name}"
+
+        def total(value: str, event_type: str, alias: str) -> str:
+            only = f"_t = {cols.code(event_type)}"
+            return f"coalesce(sum({value}) FILTER (WHERE {only}), 0) AS {alias}"
+
+        w, vw = "_w", "_w * (_w - 1)"
+        select = list(names)
+        for t in cols.types:
+            only = f"_t = {cols.code(t)}"
+            select.append(f"count(*) FILTER (WHERE {only}) AS {cols.n(t)}")
+            select.append(f"coalesce(max(_w) FILTER (WHERE {only}), 0) AS {cols.m(t)}")
+        for e, t in cols.cells:
+            x = ref(e)
             square = "1" if x == "1" else f"{x} * {x}"
-            select.append(f"sum({_weighted(x, weight)}) AS s_{e.name}")
-            select.append(f"sum({_weighted(square, var_weight)}) AS q_{e.name}")
-        for a, b in cols.pairs:
-            product = " * ".join(x for x in (a.sql(), b.sql()) if x != "1") or "1"
-            select.append(f"sum({_weighted(product, var_weight)}) AS {cross_name(a, b)}")
+            select.append(total(_weighted(x, w), t, cols.s(e, t)))
+            select.append(total(_weighted(square, vw), t, cols.q(e, t)))
+        for a, b, t in cols.crosses:
+            product = " * ".join(x for x in (ref(a), ref(b)) if x != "1") or "1"
+            select.append(total(_weighted(product, vw), t, cols.c(a, b, t)))
         order = " ORDER BY tenant, creator, t" if self.tenant else ""
+        columns_ = [*names, *cols.counts(), *cols.names()]
         return (
-            f"INSERT INTO {self.table} ({', '.join([*names, 'n_rows', 'max_si', *cols.names()])}) "
-            f"SELECT {', '.join(select)} FROM {TABLES[family]} "
+            f"INSERT INTO {self.table} ({', '.join(columns_)}) "
+            f"SELECT {', '.join(select)} FROM (SELECT {', '.join(inner)} "
+            f"FROM {TABLES[family]} "
             f"WHERE timestamp >= {_ts(t0)} AND timestamp < {_ts(t1)} "
-            f"AND {_member(type_column, [literal(t, 'duckdb') for t in cols.types], 'duckdb')} "
-            f"GROUP BY {', '.join(str(i + 1) for i in range(len(keys)))}{order}"
+            f"AND {_member(type_column, [literal(t, 'duckdb') for t in cols.types], 'duckdb')}"
+            f") AS r GROUP BY {', '.join(names)}{order}"
         )
 
 
@@ -376,22 +424,41 @@ class TenantRows(RowsCopy):
         return (TENANT_COLUMN, col(self.family, "creator_id"))
 
     def _signature_suffix(self) -> str:
-        return ""  # the first kind: tables built before ItemRows keep their signature
+        return ""  # the first kind: tables built before SortedRows keep their signature
 
 
 @dataclass(frozen=True)
-class ItemRows(RowsCopy):
-    """A creator family's raw rows sorted by content id within each segment: a question
-    about one item (or a few), whatever else it asks (any dimension, filter or quantile),
-    reads about one row group per segment for it instead of every row of the range.
-    The platform owner's item pages read it; a creator reads its :class:`TenantRows`.
+class SortedRows(RowsCopy):
+    """A creator family's raw rows sorted by ``by`` (dimensions) within each segment: a
+    question narrowed to a few values of the first (an ``eq``/``in`` filter), whatever
+    else it asks (any dimension, filter or quantile), reads the row groups holding those
+    values in each segment instead of every row of the range. ``by=("content",)`` serves
+    an item's page; ``("country", ...)`` lists under a country filter. The platform owner
+    reads them; a creator reads its :class:`TenantRows`.
 
-    >>> ItemRows("items", "content").sort_columns()
+    >>> SortedRows("items", "content", ("content",)).sort_columns()
     ('blob2',)
+    >>> SortedRows("x", "content", ("job_name",))
+    Traceback (most recent call last):
+    ...
+    ValueError: aggregates.x.by: 'job_name' is not a dimension of content [applicable]
     """
 
+    by: tuple[str, ...] = ("content",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.by:
+            raise ValueError(f"aggregates.{self.name}.by: at least one dimension [min_items]")
+        for d in self.by:
+            if d not in DIMENSIONS or self.family not in DIMENSIONS[d].fields:
+                raise ValueError(
+                    f"aggregates.{self.name}.by: {d!r} is not a dimension of {self.family} "
+                    "[applicable]"
+                )
+
     def sort_columns(self) -> tuple[str, ...]:
-        return (col(self.family, "content_id"),)
+        return tuple(DIMENSIONS[d].column(self.family) for d in self.by)
 
 
 Spec = AggregateSpec | RowsCopy
@@ -405,7 +472,9 @@ _AUDIENCE = ("content_type", "country", "device_class", "authenticated")
 
 # The dashboard's questions. Owner: totals and days under any of its audience filters
 # (hourly, so a range starting at an odd hour reads little raw data), one breakdown each
-# under those filters, the per-item lists; creators: their own rows.
+# under those filters, the per-item lists (alone, by device, by authenticated: a few
+# values each), rows sorted by item (an item's page) and by country (lists under a country
+# filter: items times countries are nearly as many as the rows); creators: their own rows.
 DEFAULT_SPECS: tuple[Spec, ...] = (
     AggregateSpec("content_audience", "content", _AUDIENCE, grain="hour"),
     *(
@@ -413,8 +482,13 @@ DEFAULT_SPECS: tuple[Spec, ...] = (
         for d in ("city", "browser", "os", "referrer_source", "timezone")
     ),
     AggregateSpec("content_items", "content", ("content", "content_type")),
+    *(
+        AggregateSpec(f"content_items_by_{d}", "content", ("content", "content_type", d))
+        for d in ("device_class", "authenticated")
+    ),
     TenantRows("content_tenant_rows", "content"),
-    ItemRows("content_item_rows", "content"),
+    SortedRows("content_item_rows", "content", ("content",)),
+    SortedRows("content_audience_rows", "content", ("country", "device_class", "authenticated")),
     AggregateSpec("commerce_sales", "commerce", ("currency", *_AUDIENCE)),
     AggregateSpec("commerce_items", "commerce", ("content", "content_type", "currency")),
     TenantRows("commerce_tenant_rows", "commerce"),
@@ -543,11 +617,8 @@ class Aggregates:
         if len(set(names)) != len(names):
             raise ValueError("aggregates: two specs share a name [unique]")
         for family in FAMILIES:
-            for kind in (TenantRows, ItemRows):
-                if sum(isinstance(s, kind) and s.family == family for s in specs) > 1:
-                    raise ValueError(
-                        f"aggregates: more than one {kind.__name__} for {family} [unique]"
-                    )
+            if sum(isinstance(s, TenantRows) and s.family == family for s in specs) > 1:
+                raise ValueError(f"aggregates: more than one TenantRows for {family} [unique]")
         self.store = store
         self.specs: tuple[Spec, ...] = tuple(specs)
         self.settle_s = settle_s
@@ -1070,8 +1141,8 @@ class AggregateReader:
         """How to read ``part`` over ``[start, end)``, or None for raw rows only."""
         sums = self._sums(part, query, principal, start, end)
         if principal.role == "owner":
-            # The owner: a sum spec or the item rows, whichever reads fewer rows.
-            options = [o for o in (sums, self._items(part, query, start, end)) if o is not None]
+            # The owner: a sum spec or sorted rows, whichever reads fewer rows.
+            options = [o for o in (sums, self._sorted(part, query, start, end)) if o is not None]
             return min(options, key=lambda o: o[0])[1] if options else None
         if sums is not None:
             return sums[1]
@@ -1083,34 +1154,36 @@ class AggregateReader:
             return None
         return Route(rows, end > coverage.end, source=_rows_source(rows, coverage))
 
-    def _items(
+    def _sorted(
         self, part: SqlPart, query: Query, start: datetime, end: datetime
     ) -> tuple[float, Route] | None:
-        """The item rows for a part narrowed to a few content items, with the rows it is
-        expected to read, if fewer than the raw rows of the range."""
-        rows = next(
-            (s for s in self.aggregates.specs_of(part.family) if isinstance(s, ItemRows)), None
-        )
-        counts = [
-            len(f.values)
-            for f in query.filters
-            if f.dimension == "content" and f.op in ("eq", "in")
-        ]
-        coverage = self.coverage(part.family) if rows is not None and counts else None
-        if rows is None or coverage is None or coverage.start >= end or coverage.end <= start:
+        """The sorted rows for a part narrowed to a few values of their first key, with
+        the rows they are expected to read, if fewer than the raw rows of the range."""
+        copies = [s for s in self.aggregates.specs_of(part.family) if isinstance(s, SortedRows)]
+        coverage = self.coverage(part.family) if copies else None
+        if coverage is None or coverage.start >= end or coverage.end <= start:
             return None
         lo, hi = max(start, coverage.start), min(end, coverage.end)
         covered = (coverage.end - coverage.start).total_seconds()
         in_range = coverage.rows * max((hi - lo).total_seconds(), 0.0) / covered
-        # Each segment is sorted by item: an item's rows in it lie in one row group or
-        # two, and DuckDB skips the others by their min/max.
         cuts = coverage.cuts
         segments = bisect.bisect_left(cuts, hi) - bisect.bisect_right(cuts, lo) + 1
-        read = min(in_range, segments * min(counts) * self.aggregates.row_group_rows)
-        cost = read + self.aggregates.branch_rows * 2
-        if cost >= in_range + self.aggregates.branch_rows:
-            return None
-        return cost, Route(rows, end > coverage.end, source=_rows_source(rows, coverage))
+        best: tuple[float, Route] | None = None
+        for rows in copies:
+            counts = [
+                len(f.values)
+                for f in query.filters
+                if f.dimension == rows.by[0] and f.op in ("eq", "in")
+            ]
+            if not counts:
+                continue
+            # Each segment is sorted by the key: a value's rows in it lie in a row group or
+            # two, and DuckDB skips the others by their min/max.
+            read = min(in_range, segments * min(counts) * self.aggregates.row_group_rows)
+            cost = read + self.aggregates.branch_rows * 2
+            if cost < in_range + self.aggregates.branch_rows and (best is None or cost < best[0]):
+                best = cost, Route(rows, end > coverage.end, source=_rows_source(rows, coverage))
+        return best
 
     def _fits(self, part: SqlPart, query: Query, principal: Principal) -> list[AggregateSpec]:
         """The sum specs holding every dimension the part groups or filters by, readable by
@@ -1217,32 +1290,35 @@ def _spec_select(
         else:
             keys.append(f"{name} AS d{i}")
 
-    codes = family_columns(part.family).codes
+    cols = family_columns(part.family)
 
-    def cond(c: Component) -> str:
-        out = _member("type", codes(c.types), "duckdb")
-        if c.min_status_class is not None:
-            out += f" AND status_class >= {c.min_status_class}"
-        return out
+    def plus(names: Sequence[str]) -> str:
+        return " + ".join(names) if len(names) > 1 else names[0]
 
-    def total(column: str, where: str | None) -> str:
-        return f"sum({column})" + (f" FILTER (WHERE {where})" if where else "")
+    def status(*cs: Component) -> str | None:
+        least = [c.min_status_class for c in cs if c.min_status_class is not None]
+        return f"status_class >= {max(least)}" if least else None
 
-    select = [*keys, "sum(n_rows) AS _rows", "max(max_si) AS _maxsi"]
+    def total(value: str, where: str | None) -> str:
+        return f"sum({value})" + (f" FILTER (WHERE {where})" if where else "")
+
+    types = part.types
+    maxsi = cols.m(types[0]) if len(types) == 1 else f"greatest({', '.join(map(cols.m, types))})"
+    select = [*keys, f"sum({plus([cols.n(t) for t in types])}) AS _rows", f"max({maxsi}) AS _maxsi"]
     for i, c in enumerate(part.components):
-        # The WHERE clause keeps only the part's types: one type set needs no filter.
-        only = c.min_status_class is None and set(c.types) == set(part.types)
-        where = None if only else cond(c)
-        select.append(f"{total(f's_{c.expr.name}', where)} AS s{i}")
-        select.append(f"{total(f'q_{c.expr.name}', where)} AS v{i}")
+        where = status(c)
+        select.append(f"{total(plus([cols.s(c.expr, t) for t in c.types]), where)} AS s{i}")
+        select.append(f"{total(plus([cols.q(c.expr, t) for t in c.types]), where)} AS v{i}")
     for k, (ia, ib) in enumerate(part.covariances):
         ca, cb = part.components[ia], part.components[ib]
-        both = f"{cond(ca)} AND {cond(cb)}"
-        select.append(f"{total(cross_name(ca.expr, cb.expr), both)} AS c{k}")
+        both = [t for t in ca.types if t in cb.types]
+        value = plus([cols.c(ca.expr, cb.expr, t) for t in both]) if both else "0.0"
+        select.append(f"{total(value, status(ca, cb))} AS c{k}")
     conds = [
         f"t >= {_ts(a)}",
         f"t < {_ts(b)}",
-        _member("type", codes(part.types), "duckdb"),
+        # A row holding none of the part's types is not one of its rows.
+        f"{plus([cols.n(t) for t in types])} > 0",
     ]
     tenancy = principal_sql(principal, part.family, "duckdb", tenant="tenant", creator="creator")
     if tenancy is not None:
