@@ -473,7 +473,7 @@ def test_item_questions_read_the_item_rows_and_answer_as_raw_rows(
     assert not any(items.table in sql for sql in a.sql) and "aggregate" in a.sources
 
 
-def test_item_rows_are_sorted_by_item_within_each_segment(
+def test_copied_and_summed_rows_are_sorted_within_each_segment(
     month: tuple[EmbeddedStore, datetime],
 ) -> None:
     store, now = month
@@ -485,6 +485,10 @@ def test_item_rows_are_sorted_by_item_within_each_segment(
         "WHERE family = 'content' AND t1 - t0 = INTERVAL 1 DAY)"
     )
     assert rows and rows == sorted(rows, key=lambda r: (r["d"], r["c"]))
+    # Sum specs too, by their dimensions in order within each unit.
+    spec = next(s for s in SPECS if isinstance(s, AggregateSpec) and s.name == "content_items")
+    keyed = store.query(f"SELECT t, content, content_type FROM {spec.table}")
+    assert keyed and keyed == sorted(keyed, key=lambda r: (r["t"], r["content"], r["content_type"]))
     raw_n = store.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"]
     assert store.query(f"SELECT count(*) AS n FROM {items.table}")[0]["n"] <= raw_n
 
