@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from edgemetrics.dashboard_kit.answers import SharedAnswers
@@ -65,4 +66,119 @@ def test_an_expired_answer_is_served_while_one_refresh_runs(tmp_path: Path) -> N
     store.write(views(4))
     now[0] += 100  # long gone: the answer is computed while the viewer waits
     assert answers.run(VIEWS, owner).value("views") == 9.0
+    store.close()
+
+
+# --- many creators, one statement ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _generated(tmp_path: Path, n: int = 30_000) -> tuple[EmbeddedStore, list[str]]:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dashboard_events import generate
+
+    store = EmbeddedStore(tmp_path / "em.duckdb")
+    generate(store, n)
+    creators = [
+        r["c"]
+        for r in store.query(
+            "SELECT index1 AS c FROM edgemetrics_content GROUP BY 1 ORDER BY count(*) DESC, 1"
+        )
+    ]
+    return store, creators
+
+
+def _plain(value: object) -> object:
+    """JSON-ish card data with floats rounded (two statements may add in another order)."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+CREATOR_VIEWS = [
+    "",
+    "period=7d",
+    "period=7d&device=mobile",
+    "country=US",
+    "period=all&content_type=audio",
+]
+
+
+def _cards_for(engine: object, creator: str, params: str, now: datetime) -> dict[str, object]:
+    from edgemetrics.dashboard_kit.cards import CARDS, Context
+    from edgemetrics.dashboard_kit.filters import ViewFilters
+    from starlette.datastructures import QueryParams
+
+    out = {}
+    for card in CARDS.values():
+        if card.section in ("health", "item"):
+            continue
+        ctx = Context(
+            engine,  # type: ignore[arg-type]
+            Principal.creator(creator),
+            ViewFilters.from_params(QueryParams(params)),
+            lambda ids: {},
+            now=now,
+        )
+        out[card.id] = _plain(card.build(ctx).to_json())
+    return out
+
+
+def test_creators_asked_together_each_get_the_answer_they_get_alone(tmp_path: Path) -> None:
+    store, creators = _generated(tmp_path)
+    now = datetime.now(UTC).replace(microsecond=0)
+    # A spread of creators (large, small, one without any rows in most views) and one unknown.
+    chosen = creators[:6] + creators[-4:] + ["nobody"]
+    alone = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    together = SharedAnswers(
+        Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now), ttl=3600
+    )
+    together.warm(chosen)
+    for params in CREATOR_VIEWS:
+        for creator in chosen:
+            assert _cards_for(together, creator, params, now) == _cards_for(
+                alone, creator, params, now
+            ), (creator, params)
+    questions = len(together._answers)
+    # One grouped statement per question, not one per creator and question.
+    assert together.computed * 5 < questions
+    store.close()
+
+
+def test_a_row_indexed_to_another_creator_stops_the_grouped_statement(tmp_path: Path) -> None:
+    store, creators = _generated(tmp_path, 5_000)
+    a, b = creators[0], creators[1]
+    # One view attributed to b but indexed to a: the engine shows it to neither.
+    store.write([encode(View(content_id="stray", creator_id=b))])
+    store.execute(f"UPDATE edgemetrics_content SET index1 = '{a}' WHERE blob2 = 'stray'")
+    now = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    alone = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    together = SharedAnswers(
+        Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now), ttl=3600
+    )
+    chosen = creators[:5]
+    together.warm(chosen)
+    for creator in chosen:
+        assert _cards_for(together, creator, "period=today", now) == _cards_for(
+            alone, creator, "period=today", now
+        )
+    # Questions reading content rows were asked creator by creator; commerce rows are all
+    # indexed to their creators, so those questions still took one statement each.
+    from edgemetrics.query.compiler import plan
+
+    reads_content = {}
+    for scope, text in together._answers:
+        query = together._answers[(scope, text)][1].query
+        reads_content[(scope, text)] = "content" in plan(query, Principal.creator(a)).families
+    content = sum(reads_content.values())
+    commerce = len({text for (_, text), yes in reads_content.items() if not yes})
+    assert content and commerce
+    assert together.computed == content + commerce
     store.close()
