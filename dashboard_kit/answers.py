@@ -140,6 +140,7 @@ class _Batch:
     """Creators waiting for the answer to one question, not started yet."""
 
     query: Query
+    name: str  # the question's key in the shared answers
     background: bool
     waiting: dict[str, Future[Result]] = field(default_factory=dict)
     started: bool = False
@@ -188,11 +189,19 @@ class SharedAnswers:
         """The answer to ``query`` for ``principal``: cached, shared or computed now.
 
         ``background``: asked by the dashboard itself (warming), not by a viewer waiting."""
+        return self.run_keyed(query, principal, query.key(), background=background)
+
+    def run_keyed(
+        self, query: Query, principal: Principal, name: str, *, background: bool = False
+    ) -> Result:
+        """:meth:`run`, the answer kept under ``name`` instead of the query's own key: a
+        question whose time range moves with the clock ("the previous 30 days") keeps one
+        name, so its last answer is served while the moved range is computed."""
         if self.ttl <= 0:
             with self.slots.held(background=background, timeout=None):
                 self.computed += 1
                 return self.engine.run(query, principal)
-        key = (principal.scope, query.key())
+        key = (principal.scope, name)
         now = self.clock()
         batch = self._batching and self._can_batch(query, principal)
         with self._lock:
@@ -245,12 +254,12 @@ class SharedAnswers:
         self._running[key] = future
         if batch:
             assert principal.creator_id is not None
-            slot = (query.key(), background)
+            slot = (key[1], background)
             pending = self._pending.get(slot)
             if pending is not None:
                 pending.waiting[principal.creator_id] = future
                 return future, None
-            pending = self._pending[slot] = _Batch(query, background)
+            pending = self._pending[slot] = _Batch(query, key[1], background)
             pending.waiting[principal.creator_id] = future
 
             def work() -> None:
@@ -290,7 +299,7 @@ class SharedAnswers:
     def _run_batch(self, batch: _Batch) -> None:
         """Answer every creator of ``batch`` (and the active creators lacking a fresh
         answer) once a slot is free: the creators joining while it waited come along."""
-        qkey = batch.query.key()
+        qkey = batch.name
         if not self.slots.acquire(background=batch.background, timeout=self._timeout(batch)):
             with self._lock:
                 if self._pending.get((qkey, batch.background)) is batch:

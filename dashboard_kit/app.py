@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgemetrics.dashboard_kit.answers import SharedAnswers
+from edgemetrics.dashboard_kit.answers import Overloaded, SharedAnswers
 from edgemetrics.dashboard_kit.cards import CARDS, SECTIONS, Card, CardData, Context
 from edgemetrics.dashboard_kit.export import to_csv, to_zip
 from edgemetrics.dashboard_kit.filters import FilterError, ViewFilters
@@ -45,8 +45,10 @@ from edgemetrics.query import (
     Principal,
     Query,
     QueryError,
+    Result,
     TimeRange,
 )
+from edgemetrics.query.model import MAX_LIMIT
 from edgemetrics.store import EmbeddedStore
 
 log = logging.getLogger("edgemetrics.dashboard")
@@ -59,6 +61,7 @@ UNREACHABLE = (
     "The analytics backend did not answer. The figures will be back once it does; "
     "try again in a minute."
 )
+BUSY = "Many people are looking right now; this card is asked again in a moment."
 
 
 def _deny(request: Request) -> None:
@@ -94,6 +97,8 @@ def create_dashboard(
     titles: Titles | None = None,
     name: str = "Analytics",
     cache_ttl: float = 30.0,
+    warm: bool = True,
+    warm_creators: int = 5000,
 ) -> Starlette:
     """Build the dashboard app to mount in the host.
 
@@ -103,6 +108,10 @@ def create_dashboard(
     names the host's CMS gives them. Answers are shared per scope: fresh for ``cache_ttl``
     seconds, then served while one refresh runs (up to five minutes old under a load the
     backend cannot keep up with; see :mod:`~edgemetrics.dashboard_kit.answers`).
+    ``warm``: on its first request the dashboard computes, in the background, every
+    section's default view for the owner and for the ``warm_creators`` creators with the
+    most views in the default period, so the first visitors find them ready
+    (``api/status`` says ``"warming": true`` until that is done).
 
     >>> import os, tempfile
     >>> from starlette.testclient import TestClient
@@ -129,11 +138,59 @@ def create_dashboard(
         return endpoint
 
     title_hook = titles or _no_titles
+    warmed = threading.Event()
+    warming = threading.Lock()
+    if not warm or cache_ttl <= 0:
+        warmed.set()
+
+    def start_warming() -> None:
+        if warmed.is_set() or not warming.acquire(blocking=False):
+            return
+        threading.Thread(target=warm_default_views, name="em-warm", daemon=True).start()
+
+    def warm_default_views() -> None:
+        """Every section's default view, owner and creators, asked as background work."""
+        started = time.monotonic()
+        quiet = Background(engine)
+        defaults = ViewFilters.from_params({})
+        try:
+            top = engine.run(
+                Query(
+                    ("views",),
+                    ("creator",),
+                    time_range=defaults.time_range(),
+                    order_by=("-views",),
+                    limit=max(1, min(warm_creators, MAX_LIMIT)),
+                ),
+                Principal.owner(),
+                background=True,
+            )
+            creators = [r["creator"] for r in top.rows if r["creator"]][:warm_creators]
+            engine.warm(creators)
+            viewers = [Principal.owner()] + [Principal.creator(c) for c in creators[:1]]
+            for principal in viewers:
+                for card in CARDS.values():
+                    if card.section == "item" or (card.owner_only and principal.role != "owner"):
+                        continue
+                    ctx = Context(
+                        quiet, principal, defaults, title_hook, now=cache_clock(cache_ttl)
+                    )
+                    card.build(ctx)
+            log.info(
+                "edgemetrics dashboard: default views of the owner and %d creators ready in %.1f s",
+                len(creators),
+                time.monotonic() - started,
+            )
+        except Exception as exc:  # a backend down: viewers get its error pages as usual
+            log.warning("edgemetrics dashboard: warming the default views stopped: %s", exc)
+        finally:
+            warmed.set()
 
     def base_of(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/") + "/"
 
     def viewer(request: Request) -> Principal | None:
+        start_warming()
         return authenticate(request)
 
     def scope_text(principal: Principal) -> str:
@@ -275,6 +332,9 @@ def create_dashboard(
             return built
         except AccessDenied as exc:
             return JSONResponse({"error": str(exc)}, status_code=403)
+        except Overloaded:
+            # Shed rather than left to time out: the page asks again after Retry-After.
+            return JSONResponse({"error": BUSY}, status_code=503, headers={"Retry-After": "1"})
         except BackendError as exc:
             log.warning("edgemetrics dashboard: backend error on %s: %s", card.id, exc)
             return JSONResponse({"error": UNREACHABLE}, status_code=503)
@@ -402,7 +462,7 @@ def create_dashboard(
             )
         except BackendError:
             return JSONResponse({"error": UNREACHABLE}, status_code=503)
-        return JSONResponse({"has_data": result.row_count > 0})
+        return JSONResponse({"has_data": result.row_count > 0, "warming": not warmed.is_set()})
 
     return Starlette(
         routes=[
@@ -420,6 +480,19 @@ def create_dashboard(
 
 
 PAGE_SIZE = 10
+
+
+class Background:
+    """Shared answers asked as background work (warming), for :class:`Context`."""
+
+    def __init__(self, answers: SharedAnswers) -> None:
+        self.answers = answers
+
+    def run(self, query: Query, principal: Principal) -> Result:
+        return self.answers.run(query, principal, background=True)
+
+    def run_keyed(self, query: Query, principal: Principal, name: str) -> Result:
+        return self.answers.run_keyed(query, principal, name, background=True)
 
 
 class CachedStatic(StaticFiles):
