@@ -178,6 +178,7 @@ class SharedAnswers:
         self._running: dict[Key, Future[Result]] = {}
         self._pending: dict[tuple[str, bool], _Batch] = {}
         self._active: dict[str, float] = {}  # creator id -> last asked (clock)
+        self._warming: set[str] = set()
         self._checked: dict[str, tuple[int, float, bool]] = {}  # family -> (rows, when, ok)
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="em-refresh")
         self.slots = Slots(max_concurrent or os.cpu_count() or 2)
@@ -229,12 +230,16 @@ class SharedAnswers:
         return running.result()
 
     def warm(self, creators: Iterable[str]) -> None:
-        """Count ``creators`` as active: their answers are computed with the next statement
-        for each question (what the dashboard precomputes for every creator's default view)."""
-        now = self.clock()
+        """Answer ``creators`` too with every statement for a creator question, until
+        :meth:`warmed` (what the dashboard does to precompute every creator's default view)."""
         with self._lock:
-            for creator in creators:
-                self._active.setdefault(creator, now)
+            self._warming.update(creators)
+
+    def warmed(self) -> None:
+        """Stop adding the creators given to :meth:`warm` (those who use the dashboard
+        stay: they are active)."""
+        with self._lock:
+            self._warming.clear()
 
     # -- computing -----------------------------------------------------------------------------
 
@@ -350,7 +355,7 @@ class SharedAnswers:
             for creator, seen in list(self._active.items()):
                 if now - seen > self.active_s:
                     del self._active[creator]
-                    continue
+            for creator in (*self._active, *self._warming):
                 key = (f"creator:{creator}", qkey)
                 if creator in waiting or key in self._running:
                     continue

@@ -184,6 +184,7 @@ def create_dashboard(
         except Exception as exc:  # a backend down: viewers get its error pages as usual
             log.warning("edgemetrics dashboard: warming the default views stopped: %s", exc)
         finally:
+            engine.warmed()
             warmed.set()
 
     def base_of(request: Request) -> str:
