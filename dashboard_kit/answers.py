@@ -56,7 +56,7 @@ from typing import Any, Protocol
 
 from edgemetrics.query import BackendError, Filter, Principal, Query, Result
 from edgemetrics.query.compiler import plan
-from edgemetrics.query.model import MAX_LIMIT
+from edgemetrics.query.model import MAX_FILTER_VALUES, MAX_LIMIT
 from edgemetrics.query.result import Merger, ResultRow, _sort
 from edgemetrics.query.semantic import CREATOR_FAMILIES, METRICS, TABLES, TENANT_COLUMN, col
 
@@ -389,13 +389,20 @@ class SharedAnswers:
             if not all(self._attributed(backend, f) for f in families):
                 return None
             out: dict[str, Result] = {}
-            chunks = [creators]
+            # Many creators: one statement over every creator's rows (a filter holds at
+            # most MAX_FILTER_VALUES); if its answer is too long, runs of them in turn.
+            chunks: list[list[str] | None] = [
+                None if len(creators) > MAX_FILTER_VALUES else creators
+            ]
             while chunks:
                 chunk = chunks.pop()
+                filters = query.filters
+                if chunk is not None:
+                    filters += (Filter("creator", "in", tuple(chunk)),)
                 owner_query = replace(
                     query,
                     dimensions=("creator", *query.dimensions),
-                    filters=(*query.filters, Filter("creator", "in", tuple(chunk))),
+                    filters=filters,
                     order_by=(),
                     limit=MAX_LIMIT,
                     offset=0,
@@ -403,14 +410,16 @@ class SharedAnswers:
                 result = engine.run(owner_query, Principal.owner())
                 with self._lock:
                     self.computed += 1
-                if len(result.rows) >= MAX_LIMIT:
-                    if len(chunk) == 1:
-                        out[chunk[0]] = engine.run(query, Principal.creator(chunk[0]))
-                        continue
+                if len(result.rows) < MAX_LIMIT:
+                    out.update(_split(query, result, chunk or creators))
+                elif chunk is None:
+                    step = MAX_FILTER_VALUES
+                    chunks += [creators[i : i + step] for i in range(0, len(creators), step)]
+                elif len(chunk) == 1:
+                    out[chunk[0]] = engine.run(query, Principal.creator(chunk[0]))
+                else:
                     half = len(chunk) // 2
                     chunks += [chunk[:half], chunk[half:]]
-                    continue
-                out.update(_split(query, result, chunk))
         return out
 
     def _attributed(self, backend: Any, family: str) -> bool:
