@@ -14,6 +14,7 @@ Every route takes the filters of :mod:`edgemetrics.dashboard_kit.filters` from t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import threading
@@ -371,7 +372,8 @@ def create_dashboard(
             body.update(
                 sort=request.query_params.get("sort", ""), q=request.query_params.get("q", "")
             )
-        return JSONResponse({"id": card.id, "title": card.title, "kind": card.kind, **body})
+        sent = JSONResponse({"id": card.id, "title": card.title, "kind": card.kind, **body})
+        return revalidated(request, sent)
 
     def csv_export(request: Request) -> Response:
         card = CARDS.get(request.path_params["card"])
@@ -481,6 +483,24 @@ def create_dashboard(
 
 
 PAGE_SIZE = 10
+
+
+def revalidated(request: Request, response: Response) -> Response:
+    """``response`` with an ETag (its body's digest), or 304 Not Modified when the browser
+    already holds that body. ``private, no-cache``: only the viewer's browser keeps it, and
+    asks each time (a card's figures change within a TTL; the answer is one small 304).
+
+    >>> from starlette.requests import Request
+    >>> r = revalidated(Request({"type": "http", "headers": []}), Response(b"{}"))
+    >>> r.headers["etag"], r.headers["cache-control"]
+    ('"bf21a9e8fbc5a3846fb05b4fa0859e0917b2202f"', 'private, no-cache')
+    """
+    tag = '"' + hashlib.sha1(bytes(response.body), usedforsecurity=False).hexdigest() + '"'
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if tag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return response
 
 
 class Background:
