@@ -66,6 +66,7 @@ Key = tuple[str, str]
 # Fewer creators than this asking one question: each is asked alone (a creator's own slice
 # is cheaper than a statement grouped over several creators' rows).
 BATCH_MIN = 3
+BUSY = "The analytics backend is busy; this card is asked again in a moment."
 
 
 class Runs(Protocol):
@@ -81,8 +82,10 @@ class Slots:
     (refreshes, warming) takes at most ``n - 1`` slots, so one is always left for them.
 
     >>> slots = Slots(2)
-    >>> slots.acquire(background=False, timeout=0.1), slots.acquire(background=True, timeout=0)
+    >>> slots.acquire(background=True, timeout=0), slots.acquire(background=True, timeout=0)
     (True, False)
+    >>> slots.acquire(background=False, timeout=0)  # the slot left for viewers
+    True
     """
 
     def __init__(self, n: int) -> None:
@@ -91,59 +94,93 @@ class Slots:
         self._busy = 0
         self._background = 0
         self._viewers_waiting = 0
+        self._mine = threading.local()  # per thread: the kinds of the slots it holds
 
-    def acquire(self, *, background: bool, timeout: float | None) -> bool:
+    def acquire(self, *, background: bool | Callable[[], bool], timeout: float | None) -> bool:
+        """Take a slot; ``background`` may be a function, asked again while waiting (work
+        a viewer started waiting for is no longer background). False after ``timeout``."""
+        low = background if callable(background) else (lambda: bool(background))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if not background:
-                self._viewers_waiting += 1
+            counted = False
             try:
-                while not self._free(background):
+                while True:
+                    is_low = low()
+                    if not is_low and not counted:
+                        self._viewers_waiting += 1
+                        counted = True
+                    if self._free(is_low):
+                        break
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
                     self._cond.wait(remaining)
                 self._busy += 1
-                if background:
+                self._taken().append(is_low)
+                if is_low:
                     self._background += 1
                 return True
             finally:
-                if not background:
+                if counted:
                     self._viewers_waiting -= 1
 
-    def _free(self, background: bool) -> bool:
+    def _free(self, low: bool) -> bool:
         if self._busy >= self.n:
             return False
-        if background:
+        if low:
             return self._viewers_waiting == 0 and self._background < max(1, self.n - 1)
         return True
 
-    def release(self, *, background: bool) -> None:
+    def release(self) -> None:
         with self._cond:
             self._busy -= 1
-            if background:
+            if self._taken().pop():
                 self._background -= 1
             self._cond.notify_all()
 
+    def _taken(self) -> list[bool]:
+        taken: list[bool] | None = getattr(self._mine, "taken", None)
+        if taken is None:
+            taken = self._mine.taken = []
+        return taken
+
+    def nudge(self) -> None:
+        """Wake the waiting: one of them may have become a viewer's work."""
+        with self._cond:
+            self._cond.notify_all()
+
     @contextmanager
-    def held(self, *, background: bool, timeout: float | None) -> Iterator[None]:
+    def held(
+        self, *, background: bool | Callable[[], bool], timeout: float | None
+    ) -> Iterator[None]:
         if not self.acquire(background=background, timeout=timeout):
-            raise Overloaded("The analytics backend is busy; this card is asked again in a moment.")
+            raise Overloaded(BUSY)
         try:
             yield
         finally:
-            self.release(background=background)
+            self.release()
 
 
 @dataclass
-class _Batch:
+class _Work:
+    """A run registered for some keys: background work a viewer now waits for is
+    ``boosted`` to a viewer's priority (no viewer waits behind its own question)."""
+
+    background: bool
+    boosted: bool = False
+    started: bool = False
+
+    def low(self) -> bool:
+        return self.background and not self.boosted
+
+
+@dataclass
+class _Batch(_Work):
     """Creators waiting for the answer to one question, not started yet."""
 
-    query: Query
-    name: str  # the question's key in the shared answers
-    background: bool
+    query: Query | None = None
+    name: str = ""  # the question's key in the shared answers
     waiting: dict[str, Future[Result]] = field(default_factory=dict)
-    started: bool = False
 
 
 class SharedAnswers:
@@ -176,6 +213,7 @@ class SharedAnswers:
         self._lock = threading.Lock()
         self._answers: OrderedDict[Key, tuple[float, Result]] = OrderedDict()
         self._running: dict[Key, Future[Result]] = {}
+        self._work: dict[Key, _Work] = {}
         self._pending: dict[tuple[str, bool], _Batch] = {}
         self._active: dict[str, float] = {}  # creator id -> last asked (clock)
         self._warming: set[str] = set()
@@ -225,9 +263,18 @@ class SharedAnswers:
                 )
             else:
                 lead = None
+                work = self._work.get(key)
+                if not background and work is not None and work.low():
+                    work.boosted = True
+                    self.slots.nudge()
         if lead is not None:
             lead()
-        return running.result()
+        try:
+            return running.result(timeout=None if background else self.queue_timeout + 3)
+        except TimeoutError:
+            with self._lock:
+                self.shed += 1
+            raise Overloaded(BUSY) from None
 
     def warm(self, creators: Iterable[str]) -> None:
         """Answer ``creators`` too with every statement for a creator question, until
@@ -263,17 +310,20 @@ class SharedAnswers:
             pending = self._pending.get(slot)
             if pending is not None:
                 pending.waiting[principal.creator_id] = future
+                self._work[key] = pending
                 return future, None
-            pending = self._pending[slot] = _Batch(query, key[1], background)
+            pending = self._pending[slot] = _Batch(background, query=query, name=key[1])
             pending.waiting[principal.creator_id] = future
+            self._work[key] = pending
 
             def work() -> None:
                 self._run_batch(pending)
 
         else:
+            single = self._work[key] = _Work(background)
 
             def work() -> None:
-                self._run_one(key, query, principal, future, background=background)
+                self._run_one(key, query, principal, future, single)
 
         if now and not background:
             return future, work
@@ -281,16 +331,10 @@ class SharedAnswers:
         return future, None
 
     def _run_one(
-        self,
-        key: Key,
-        query: Query,
-        principal: Principal,
-        future: Future[Result],
-        *,
-        background: bool,
+        self, key: Key, query: Query, principal: Principal, future: Future[Result], work: _Work
     ) -> None:
         try:
-            with self.slots.held(background=background, timeout=self._timeout(background)):
+            with self.slots.held(background=work.low, timeout=self._timeout(work.background)):
                 result = self.engine.run(query, principal)
         except BaseException as exc:
             self._fail([key], [future], exc)
@@ -298,20 +342,20 @@ class SharedAnswers:
         with self._lock:
             self.computed += 1
             self._keep(key, result)
-            self._running.pop(key, None)
+            self._done(key)
         future.set_result(result)
 
     def _run_batch(self, batch: _Batch) -> None:
         """Answer every creator of ``batch`` (and the active creators lacking a fresh
         answer) once a slot is free: the creators joining while it waited come along."""
         qkey = batch.name
-        if not self.slots.acquire(background=batch.background, timeout=self._timeout(batch)):
+        if not self.slots.acquire(background=batch.low, timeout=self._timeout(batch)):
             with self._lock:
                 if self._pending.get((qkey, batch.background)) is batch:
                     del self._pending[(qkey, batch.background)]
                 waiting = dict(batch.waiting)
                 batch.started = True
-            exc = Overloaded("The analytics backend is busy; this card is asked again shortly.")
+            exc = Overloaded(BUSY)
             self._fail([(f"creator:{c}", qkey) for c in waiting], list(waiting.values()), exc)
             return
         try:
@@ -319,6 +363,7 @@ class SharedAnswers:
             if not waiting:
                 return
             try:
+                assert batch.query is not None
                 answers = self._answer_creators(batch.query, sorted(waiting))
             except BaseException as exc:
                 self._fail([(f"creator:{c}", qkey) for c in waiting], list(waiting.values()), exc)
@@ -327,11 +372,11 @@ class SharedAnswers:
                 for creator, result in answers.items():
                     key = (f"creator:{creator}", qkey)
                     self._keep(key, result)
-                    self._running.pop(key, None)
+                    self._done(key)
             for creator, result in answers.items():
                 waiting[creator].set_result(result)
         finally:
-            self.slots.release(background=batch.background)
+            self.slots.release()
 
     def _gather(self, batch: _Batch, qkey: str) -> dict[str, Future[Result]]:
         """The creators a starting batch answers: its own, those of a batch for the same
@@ -347,6 +392,9 @@ class SharedAnswers:
                 if other is batch or not other.started:
                     del self._pending[(qkey, background)]
                 if other is not batch and not other.started:
+                    for creator in other.waiting:
+                        self._work[(f"creator:{creator}", qkey)] = batch
+                    batch.boosted = batch.boosted or other.boosted or not other.background
                     batch.waiting.update(other.waiting)
                     other.waiting.clear()
                     other.started = True
@@ -363,6 +411,7 @@ class SharedAnswers:
                 if held is None or now - held[0] >= self.ttl / 2:
                     future: Future[Result] = Future()
                     self._running[key] = future
+                    self._work[key] = batch
                     waiting[creator] = future
             return waiting
 
@@ -461,6 +510,10 @@ class SharedAnswers:
             background = background.background
         return None if background else self.queue_timeout
 
+    def _done(self, key: Key) -> None:
+        self._running.pop(key, None)
+        self._work.pop(key, None)
+
     def _keep(self, key: Key, result: Result) -> None:
         self._answers[key] = (self.clock(), result)
         self._answers.move_to_end(key)
@@ -472,7 +525,7 @@ class SharedAnswers:
             self.shed += len(futures)
         with self._lock:
             for key in keys:
-                self._running.pop(key, None)
+                self._done(key)
         for future in futures:
             if not future.done():
                 future.set_exception(exc)

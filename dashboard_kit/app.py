@@ -127,10 +127,20 @@ def create_dashboard(
     finished = BuiltCards(cache_ttl)
     # Handlers that query run on the dashboard's own threads, so the server's shared pool
     # (static files, the shell) never waits behind a slow backend.
-    workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="em-dashboard")
+    # Many: a handler mostly waits for an answer being computed (no CPU, no GIL held).
+    workers = ThreadPoolExecutor(max_workers=256, thread_name_prefix="em-dashboard")
 
     async def run_in_workers(handler: Callable[[Request], Response], request: Request) -> Response:
-        return await asyncio.get_running_loop().run_in_executor(workers, handler, request)
+        queued = time.monotonic()
+
+        def run() -> Response:
+            # Waited so long for a thread that the viewer would rather be told to retry.
+            if time.monotonic() - queued > engine.queue_timeout:
+                engine.shed += 1
+                return JSONResponse({"error": BUSY}, status_code=503, headers={"Retry-After": "1"})
+            return handler(request)
+
+        return await asyncio.get_running_loop().run_in_executor(workers, run)
 
     def offload(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
