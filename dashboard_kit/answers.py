@@ -214,6 +214,7 @@ class SharedAnswers:
         self._answers: OrderedDict[Key, tuple[float, Result]] = OrderedDict()
         self._running: dict[Key, Future[Result]] = {}
         self._work: dict[Key, _Work] = {}
+        self._until = threading.local()  # a viewer request's deadline (monotonic), if any
         self._pending: dict[tuple[str, bool], _Batch] = {}
         self._active: dict[str, float] = {}  # creator id -> last asked (clock)
         self._warming: set[str] = set()
@@ -270,7 +271,7 @@ class SharedAnswers:
         if lead is not None:
             lead()
         try:
-            return running.result(timeout=None if background else self.queue_timeout + 3)
+            return running.result(timeout=None if background else self._left())
         except TimeoutError:
             with self._lock:
                 self.shed += 1
@@ -508,7 +509,24 @@ class SharedAnswers:
     def _timeout(self, background: bool | _Batch) -> float | None:
         if isinstance(background, _Batch):
             background = background.background
-        return None if background else self.queue_timeout
+        return None if background else self._left()
+
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """What a viewer's request on this thread may still wait, all its questions together
+        (default: ``queue_timeout`` for each); past it, :class:`Overloaded`."""
+        before = getattr(self._until, "at", None)
+        self._until.at = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._until.at = before
+
+    def _left(self) -> float:
+        at: float | None = getattr(self._until, "at", None)
+        if at is None:
+            return self.queue_timeout
+        return max(0.0, at - time.monotonic())
 
     def _done(self, key: Key) -> None:
         self._running.pop(key, None)

@@ -134,11 +134,14 @@ def create_dashboard(
         queued = time.monotonic()
 
         def run() -> Response:
-            # Waited so long for a thread that the viewer would rather be told to retry.
-            if time.monotonic() - queued > engine.queue_timeout:
+            # One budget from the request's arrival for everything it waits for (a thread,
+            # slots, answers): past it the viewer is told to ask again, not left hanging.
+            left = engine.queue_timeout - (time.monotonic() - queued)
+            if left <= 0:
                 engine.shed += 1
                 return JSONResponse({"error": BUSY}, status_code=503, headers={"Retry-After": "1"})
-            return handler(request)
+            with engine.deadline(left):
+                return handler(request)
 
         return await asyncio.get_running_loop().run_in_executor(workers, run)
 

@@ -192,3 +192,42 @@ def test_a_row_indexed_to_another_creator_stops_the_grouped_statement(tmp_path: 
     assert content and commerce
     assert together.computed == content + commerce
     store.close()
+
+
+# --- slots: viewers first, background never takes the last one ------------------------------
+
+
+def test_viewers_go_before_background_work_and_boosted_work_goes_with_them() -> None:
+    from edgemetrics.dashboard_kit.answers import Slots
+
+    slots = Slots(2)
+    assert slots.acquire(background=True, timeout=0)
+    # Background work never takes the last slot: it is kept for a viewer.
+    assert not slots.acquire(background=True, timeout=0)
+    assert slots.acquire(background=False, timeout=0)
+    order: list[str] = []
+    boosted = [False]
+
+    def wait(name: str, background: object) -> None:
+        if slots.acquire(background=background, timeout=5):  # type: ignore[arg-type]
+            order.append(name)
+            slots.release()
+
+    # Both slots busy: a background task, then a viewer, then a background task a viewer
+    # now waits for (boosted) queue up.
+    low = threading.Thread(target=wait, args=("background", True))
+    low.start()
+    time.sleep(0.05)
+    viewer = threading.Thread(target=wait, args=("viewer", False))
+    viewer.start()
+    raised = threading.Thread(target=wait, args=("boosted", lambda: not boosted[0]))
+    raised.start()
+    time.sleep(0.05)
+    boosted[0] = True
+    slots.nudge()
+    time.sleep(0.05)
+    slots.release()  # one slot frees: a viewer's work goes first
+    slots.release()
+    for t in (low, viewer, raised):
+        t.join(5)
+    assert set(order[:2]) == {"viewer", "boosted"} and order[2] == "background"
