@@ -79,7 +79,10 @@ class Overloaded(BackendError):
 
 class Slots:
     """At most ``n`` backend queries at once. Waiting viewers go first; background work
-    (refreshes, warming) takes at most ``n - 1`` slots, so one is always left for them.
+    (refreshes, warming) takes at most ``n - 1`` slots, so one is always left for them,
+    and while ``serving()`` says viewers are being answered it runs at most ``share`` of
+    the time (after a background query of d seconds, the next waits d · (1 − share) /
+    share): the backend's threads leave CPU to the pages being served.
 
     >>> slots = Slots(2)
     >>> slots.acquire(background=True, timeout=0), slots.acquire(background=True, timeout=0)
@@ -88,7 +91,14 @@ class Slots:
     True
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(
+        self, n: int, *, share: float = 1.0, serving: Callable[[], bool] = lambda: False
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("background_share: must be in (0, 1] [range]")
+        self.share = share
+        self.serving = serving
+        self._low_ready = 0.0  # monotonic time before which background work waits
         self.n = max(1, n)
         self._cond = threading.Condition()
         self._busy = 0
@@ -109,14 +119,17 @@ class Slots:
                     if not is_low and not counted:
                         self._viewers_waiting += 1
                         counted = True
-                    if self._free(is_low):
+                    pause = self._low_ready - time.monotonic() if is_low else 0.0
+                    if pause <= 0 and self._free(is_low):
                         break
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
+                    if pause > 0:
+                        remaining = pause if remaining is None else min(pause, remaining)
                     self._cond.wait(remaining)
                 self._busy += 1
-                self._taken().append(is_low)
+                self._taken().append((is_low, time.monotonic()))
                 if is_low:
                     self._background += 1
                 return True
@@ -134,12 +147,17 @@ class Slots:
     def release(self) -> None:
         with self._cond:
             self._busy -= 1
-            if self._taken().pop():
+            low, since = self._taken().pop()
+            if low:
                 self._background -= 1
+                if self.share < 1 and self.serving():
+                    took = time.monotonic() - since
+                    rest = took * (1 - self.share) / self.share
+                    self._low_ready = max(self._low_ready, time.monotonic() + rest)
             self._cond.notify_all()
 
-    def _taken(self) -> list[bool]:
-        taken: list[bool] | None = getattr(self._mine, "taken", None)
+    def _taken(self) -> list[tuple[bool, float]]:
+        taken: list[tuple[bool, float]] | None = getattr(self._mine, "taken", None)
         if taken is None:
             taken = self._mine.taken = []
         return taken
@@ -197,6 +215,7 @@ class SharedAnswers:
         queue_timeout: float = 6.0,
         active_s: float = 900.0,
         batch_creators: bool = True,
+        background_share: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if ttl < 0:
@@ -220,7 +239,13 @@ class SharedAnswers:
         self._warming: set[str] = set()
         self._checked: dict[str, tuple[int, float, bool]] = {}  # family -> (rows, when, ok)
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="em-refresh")
-        self.slots = Slots(max_concurrent or os.cpu_count() or 2)
+        # Viewers' questions in the current and the last two-second window: many of them
+        # is a busy serving path (a status poll or a lone viewer is not).
+        self._asks = [0, 0]
+        self._window = 0.0
+        self.slots = Slots(
+            max_concurrent or os.cpu_count() or 2, share=background_share, serving=self._serving
+        )
         self._batching = batch_creators and _batchable_engine(engine)
 
     # -- asking ------------------------------------------------------------------------------
@@ -245,6 +270,8 @@ class SharedAnswers:
         now = self.clock()
         batch = self._batching and self._can_batch(query, principal)
         with self._lock:
+            if not background:
+                self._count_ask(now)
             if principal.creator_id is not None and not background:
                 self._active[principal.creator_id] = now
             held = self._answers.get(key)
@@ -527,6 +554,19 @@ class SharedAnswers:
         if at is None:
             return self.queue_timeout
         return max(0.0, at - time.monotonic())
+
+    def _count_ask(self, now: float) -> None:
+        if now - self._window >= 2.0:
+            self._asks = [1, self._asks[0] if now - self._window < 4.0 else 0]
+            self._window = now
+        else:
+            self._asks[0] += 1
+
+    def _serving(self) -> bool:
+        """Whether viewers are being answered at a rate worth leaving CPU to (20 a second)."""
+        if self.clock() - self._window >= 4.0:
+            return False
+        return max(self._asks) >= 40
 
     def _done(self, key: Key) -> None:
         self._running.pop(key, None)
