@@ -8,8 +8,15 @@
    dashboard served by uvicorn on loopback (a separate process owning the DuckDB file, as in
    production) and reports the time to the load event and to all cards filled (the page
    script's ``edgemetricsCardsFilledAt``, after every card's JSON arrived and was drawn).
-   "Cold" is the first visit after the server starts (every card queries DuckDB); "warm" is
-   a second visit within the query cache's TTL (30 s). Goal (the PRD): under 1 s; aim 300 ms.
+   The server owns the store, as in production (``EmbeddedStore(path, retention=Retention())``:
+   its maintenance thread keeps the derived tables the engine reads), and starts serving
+   once its first maintenance run is done. On its first request the dashboard warms every
+   section's default view (owner and creators) in the background; the benchmark waits for
+   ``api/status`` to say it is done and prints how long it took.
+   "Cold" is the first visit of each section after that (the default view, precomputed);
+   "uncached" the first visit of a view nobody asked for (``UNCACHED``: every card queries
+   DuckDB); "warm" a second visit within the answers' TTL (30 s). Goal (the PRD): under
+   1 s; aim 300 ms.
 2. **Load**: ``--users`` simulated dashboard users (default 1,000) on loopback, each on its
    own keep-alive connections. A user loads a page the way the browser does (the shell, then
    its stylesheet and script the first time, as a browser keeps them, and every card's JSON,
@@ -20,7 +27,8 @@
    and cache entries) and the owner. A request unanswered after 10 s counts as an error at
    10 s. Printed: requests, errors, throughput, and latency per request (p50, p95, p99) for
    the whole run and after ``--warmup`` seconds (users arriving, caches filling). Goal: p95
-   under 500 ms.
+   under 500 ms. A card the server sheds (503 with Retry-After, which the page retries)
+   counts as an error, as does any answer but 200.
 
 The figures are printed against the goals (the ratio, goal / measured, above 1 is better).
 Events are generated with ``benchmarks/dashboard_events.py`` (SQL inside DuckDB) once per size
@@ -62,6 +70,8 @@ CHROMIUM_FLAGS = [
 GOAL_PAGE_MS = 1000.0
 AIM_PAGE_MS = 300.0
 GOAL_P95_MS = 500.0
+# A view no warm-up computes and the load test never asks for: every card queries DuckDB.
+UNCACHED = "period=90d&device=desktop"
 
 
 # --- the server (a child process that owns the store) ------------------------------------------
@@ -75,9 +85,18 @@ def serve(store_path: Path, port: int, cache_ttl: float) -> None:
     from starlette.routing import Mount
 
     from edgemetrics.principal import Principal
+    from edgemetrics.retention import Retention
     from edgemetrics.store import EmbeddedStore
 
-    store = EmbeddedStore(store_path, read_only=True)
+    # The process that owns the store, as in production: its retention thread maintains the
+    # derived tables (built by the owner run in build_store; the first run here verifies
+    # their checksums). Serving starts once that first run is done.
+    started = time.monotonic()
+    retention = Retention()
+    store = EmbeddedStore(store_path, retention=retention)
+    while retention.maintenance_runs < 1:
+        time.sleep(0.05)
+    print(f"server: store opened, first maintenance run done in {time.monotonic() - started:.1f} s")
 
     def who(request: Request) -> Principal | None:
         value = request.cookies.get("who", "owner")
@@ -100,6 +119,10 @@ def serve(store_path: Path, port: int, cache_ttl: float) -> None:
         http="httptools",
         timeout_keep_alive=120,
     )
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def free_port() -> int:
@@ -183,7 +206,39 @@ def build_store(events: int, data_dir: Path) -> tuple[Path, list[str]]:
     )
     store.close()
     print(f"store: {path} ({total:,} events, {path.stat().st_size / 1e9:.2f} GB)")
+    build_derived(path)
     return path, creators
+
+
+def build_derived(path: Path) -> None:
+    """The derived tables, built (or brought up to date) by an owner maintenance run, as
+    the collector's retention thread keeps them in a deployment."""
+    from edgemetrics.query.aggregates import Aggregates
+    from edgemetrics.store import EmbeddedStore
+
+    started = time.perf_counter()
+    store = EmbeddedStore(path)
+    aggregates = Aggregates(store)
+    report = aggregates.refresh()
+    store.close()
+    rows = sum(aggregates.sizes.values())
+    print(
+        f"derived tables: {report.segments_built} segments built in "
+        f"{time.perf_counter() - started:.1f} s; {rows:,} rows in {len(aggregates.sizes)} tables"
+    )
+
+
+def wait_warm(base: str) -> float:
+    """Ask ``api/status`` (which starts the dashboard's warm-up) until it is done."""
+    import httpx
+
+    started = time.monotonic()
+    with httpx.Client(cookies={"who": "owner"}, timeout=60) as http:
+        while True:
+            status = http.get(base + "api/status").json()
+            if not status.get("warming"):
+                return time.monotonic() - started
+            time.sleep(0.1)
 
 
 # --- 1. the browser -------------------------------------------------------------------------------
@@ -199,9 +254,9 @@ def browser_figures(base: str) -> dict[str, dict[str, float]]:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.add_cookies([{"name": "who", "value": "owner", "url": base}])
         page = context.new_page()
-        for visit in ("cold", "warm"):
+        for visit in ("cold", "uncached", "warm"):
             for section in SECTIONS:
-                page.goto(base + section)
+                page.goto(base + section + (f"?{UNCACHED}" if visit == "uncached" else ""))
                 page.wait_for_selector("body[data-cards=filled]", timeout=120_000)
                 timing = page.evaluate(
                     "() => { const n = performance.getEntriesByType('navigation')[0];"
@@ -404,6 +459,7 @@ async def load_test(
         "steady": summary([s for s in tally.samples if s[0] >= warmup], measured),
         "errors": len(tally.errors),
         "timeouts": sum(1 for e in tally.errors if e.startswith("timeout")),
+        "shed": sum(1 for e in tally.errors if e.startswith("503")),
         "error_sample": tally.errors[:5],
     }
 
@@ -442,13 +498,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     store_path, creators = build_store(args.events, args.data_dir)
-    print(f"machine: {os.cpu_count()} cores; server: uvicorn (uvloop, httptools), one process")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load_average()}; "
+        "server: uvicorn (uvloop, httptools), one process owning the store"
+    )
     if not args.skip_browser:
         proc, base = start_server(store_path, args.cache_ttl)
         try:
+            warmed = wait_warm(base)
             figures = browser_figures(base)
         finally:
             stop_server(proc)
+        print(f"warm-up of the default views: {warmed:.1f} s (load average {load_average()})")
         print(
             f"\nbrowser: Chromium, owner, {args.events:,} events (ms; goal < {GOAL_PAGE_MS:.0f},"
             f" aim {AIM_PAGE_MS:.0f})"
@@ -465,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_load:
         proc, base = start_server(store_path, args.cache_ttl)
         try:
+            warmed = wait_warm(base)
+            print(f"warm-up of the default views: {warmed:.1f} s (load average {load_average()})")
             pool = creators[: args.creators]
             result = asyncio.run(load_test(base, args.users, args.duration, args.warmup, pool))
         finally:
@@ -475,7 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{len(pool)} distinct creators, 10% owner; 5-15 s reading between pages; "
             f"request timeout {REQUEST_TIMEOUT:.0f} s; cache_ttl {args.cache_ttl:.0f} s)"
         )
-        print(f"errors {result['errors']} (timeouts {result['timeouts']})")
+        print(
+            f"errors {result['errors']} (timeouts {result['timeouts']}, shed {result['shed']}); "
+            f"load average {load_average()}"
+        )
         for name, label in (("all", "whole run"), ("steady", f"after {args.warmup:.0f} s")):
             r = result[name]
             print(

@@ -14,6 +14,7 @@ Every route takes the filters of :mod:`edgemetrics.dashboard_kit.filters` from t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import threading
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edgemetrics.dashboard_kit.answers import SharedAnswers
+from edgemetrics.dashboard_kit.answers import Overloaded, SharedAnswers
 from edgemetrics.dashboard_kit.cards import CARDS, SECTIONS, Card, CardData, Context
 from edgemetrics.dashboard_kit.export import to_csv, to_zip
 from edgemetrics.dashboard_kit.filters import FilterError, ViewFilters
@@ -45,8 +46,10 @@ from edgemetrics.query import (
     Principal,
     Query,
     QueryError,
+    Result,
     TimeRange,
 )
+from edgemetrics.query.model import MAX_LIMIT
 from edgemetrics.store import EmbeddedStore
 
 log = logging.getLogger("edgemetrics.dashboard")
@@ -59,6 +62,7 @@ UNREACHABLE = (
     "The analytics backend did not answer. The figures will be back once it does; "
     "try again in a minute."
 )
+BUSY = "Many people are looking right now; this card is asked again in a moment."
 
 
 def _deny(request: Request) -> None:
@@ -94,6 +98,8 @@ def create_dashboard(
     titles: Titles | None = None,
     name: str = "Analytics",
     cache_ttl: float = 30.0,
+    warm: bool = True,
+    warm_creators: int = 5000,
 ) -> Starlette:
     """Build the dashboard app to mount in the host.
 
@@ -103,6 +109,10 @@ def create_dashboard(
     names the host's CMS gives them. Answers are shared per scope: fresh for ``cache_ttl``
     seconds, then served while one refresh runs (up to five minutes old under a load the
     backend cannot keep up with; see :mod:`~edgemetrics.dashboard_kit.answers`).
+    ``warm``: on its first request the dashboard computes, in the background, every
+    section's default view for the owner and for the ``warm_creators`` creators with the
+    most views in the default period, so the first visitors find them ready
+    (``api/status`` says ``"warming": true`` until that is done).
 
     >>> import os, tempfile
     >>> from starlette.testclient import TestClient
@@ -117,10 +127,23 @@ def create_dashboard(
     finished = BuiltCards(cache_ttl)
     # Handlers that query run on the dashboard's own threads, so the server's shared pool
     # (static files, the shell) never waits behind a slow backend.
-    workers = ThreadPoolExecutor(max_workers=64, thread_name_prefix="em-dashboard")
+    # Many: a handler mostly waits for an answer being computed (no CPU, no GIL held).
+    workers = ThreadPoolExecutor(max_workers=256, thread_name_prefix="em-dashboard")
 
     async def run_in_workers(handler: Callable[[Request], Response], request: Request) -> Response:
-        return await asyncio.get_running_loop().run_in_executor(workers, handler, request)
+        queued = time.monotonic()
+
+        def run() -> Response:
+            # One budget from the request's arrival for everything it waits for (a thread,
+            # slots, answers): past it the viewer is told to ask again, not left hanging.
+            left = engine.queue_timeout - (time.monotonic() - queued)
+            if left <= 0:
+                engine.shed += 1
+                return JSONResponse({"error": BUSY}, status_code=503, headers={"Retry-After": "1"})
+            with engine.deadline(left):
+                return handler(request)
+
+        return await asyncio.get_running_loop().run_in_executor(workers, run)
 
     def offload(handler: Callable[[Request], Response]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -129,11 +152,60 @@ def create_dashboard(
         return endpoint
 
     title_hook = titles or _no_titles
+    warmed = threading.Event()
+    warming = threading.Lock()
+    if not warm or cache_ttl <= 0:
+        warmed.set()
+
+    def start_warming() -> None:
+        if warmed.is_set() or not warming.acquire(blocking=False):
+            return
+        threading.Thread(target=warm_default_views, name="em-warm", daemon=True).start()
+
+    def warm_default_views() -> None:
+        """Every section's default view, owner and creators, asked as background work."""
+        started = time.monotonic()
+        quiet = Background(engine)
+        defaults = ViewFilters.from_params({})
+        try:
+            top = engine.run(
+                Query(
+                    ("views",),
+                    ("creator",),
+                    time_range=defaults.time_range(),
+                    order_by=("-views",),
+                    limit=max(1, min(warm_creators, MAX_LIMIT)),
+                ),
+                Principal.owner(),
+                background=True,
+            )
+            creators = [r["creator"] for r in top.rows if r["creator"]][:warm_creators]
+            engine.warm(creators)
+            viewers = [Principal.owner()] + [Principal.creator(c) for c in creators[:1]]
+            for principal in viewers:
+                for card in CARDS.values():
+                    if card.section == "item" or (card.owner_only and principal.role != "owner"):
+                        continue
+                    ctx = Context(
+                        quiet, principal, defaults, title_hook, now=cache_clock(cache_ttl)
+                    )
+                    card.build(ctx)
+            log.info(
+                "edgemetrics dashboard: default views of the owner and %d creators ready in %.1f s",
+                len(creators),
+                time.monotonic() - started,
+            )
+        except Exception as exc:  # a backend down: viewers get its error pages as usual
+            log.warning("edgemetrics dashboard: warming the default views stopped: %s", exc)
+        finally:
+            engine.warmed()
+            warmed.set()
 
     def base_of(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/") + "/"
 
     def viewer(request: Request) -> Principal | None:
+        start_warming()
         return authenticate(request)
 
     def scope_text(principal: Principal) -> str:
@@ -275,6 +347,9 @@ def create_dashboard(
             return built
         except AccessDenied as exc:
             return JSONResponse({"error": str(exc)}, status_code=403)
+        except Overloaded:
+            # Shed rather than left to time out: the page asks again after Retry-After.
+            return JSONResponse({"error": BUSY}, status_code=503, headers={"Retry-After": "1"})
         except BackendError as exc:
             log.warning("edgemetrics dashboard: backend error on %s: %s", card.id, exc)
             return JSONResponse({"error": UNREACHABLE}, status_code=503)
@@ -310,7 +385,8 @@ def create_dashboard(
             body.update(
                 sort=request.query_params.get("sort", ""), q=request.query_params.get("q", "")
             )
-        return JSONResponse({"id": card.id, "title": card.title, "kind": card.kind, **body})
+        sent = JSONResponse({"id": card.id, "title": card.title, "kind": card.kind, **body})
+        return revalidated(request, sent)
 
     def csv_export(request: Request) -> Response:
         card = CARDS.get(request.path_params["card"])
@@ -402,7 +478,7 @@ def create_dashboard(
             )
         except BackendError:
             return JSONResponse({"error": UNREACHABLE}, status_code=503)
-        return JSONResponse({"has_data": result.row_count > 0})
+        return JSONResponse({"has_data": result.row_count > 0, "warming": not warmed.is_set()})
 
     return Starlette(
         routes=[
@@ -420,6 +496,37 @@ def create_dashboard(
 
 
 PAGE_SIZE = 10
+
+
+def revalidated(request: Request, response: Response) -> Response:
+    """``response`` with an ETag (its body's digest), or 304 Not Modified when the browser
+    already holds that body. ``private, no-cache``: only the viewer's browser keeps it, and
+    asks each time (a card's figures change within a TTL; the answer is one small 304).
+
+    >>> from starlette.requests import Request
+    >>> r = revalidated(Request({"type": "http", "headers": []}), Response(b"{}"))
+    >>> r.headers["etag"], r.headers["cache-control"]
+    ('"bf21a9e8fbc5a3846fb05b4fa0859e0917b2202f"', 'private, no-cache')
+    """
+    tag = '"' + hashlib.sha1(bytes(response.body), usedforsecurity=False).hexdigest() + '"'
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if tag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return response
+
+
+class Background:
+    """Shared answers asked as background work (warming), for :class:`Context`."""
+
+    def __init__(self, answers: SharedAnswers) -> None:
+        self.answers = answers
+
+    def run(self, query: Query, principal: Principal) -> Result:
+        return self.answers.run(query, principal, background=True)
+
+    def run_keyed(self, query: Query, principal: Principal, name: str) -> Result:
+        return self.answers.run_keyed(query, principal, name, background=True)
 
 
 class CachedStatic(StaticFiles):

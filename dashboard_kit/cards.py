@@ -15,7 +15,7 @@ each estimated value carries its 95% confidence interval.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -121,8 +121,14 @@ class Context:
         order_by: Sequence[str] = (),
         limit: int = 10_000,
         audience: bool = True,
+        rolling: str | None = None,
     ) -> Result:
-        """Run one engine query with the viewer's filters (and item, if any) applied."""
+        """Run one engine query with the viewer's filters (and item, if any) applied.
+
+        ``rolling`` names a ``time_range`` that moves with the clock (the period before
+        the selected one, the last 24 hours): the shared answers keep it under
+        that name, so the answer a minute ago is served while the moved range is computed,
+        instead of every viewer waiting whenever the range moves on."""
         filters: tuple[Filter, ...] = self.filters.query_filters() if audience else ()
         if self.content_id is not None:
             filters += (Filter("content", "eq", self.content_id),)
@@ -135,7 +141,12 @@ class Context:
             order_by=tuple(order_by),
             limit=limit,
         )
-        result = self.engine.run(query, self.principal)
+        keyed = getattr(self.engine, "run_keyed", None)
+        if rolling is not None and keyed is not None:
+            named = replace(query, time_range=TimeRange.preset("all")).key()
+            result: Result = keyed(query, self.principal, f"{rolling}:{named}")
+        else:
+            result = self.engine.run(query, self.principal)
         self.results.append(result)
         return result
 
@@ -263,13 +274,20 @@ def _kpi_columns(kind: ColumnKind, with_previous: bool = True) -> list[Column]:
 KPI_METRICS = ("views", "watch_time", "purchases")
 
 
+def _previous(ctx: Context) -> str:
+    """The name of the period before the selected one, for :meth:`Context.run`."""
+    return f"previous {ctx.filters.time_range().key()}"
+
+
 def _kpi_sum(ctx: Context, metric: str, label: str, kind: ColumnKind) -> CardData:
     now = ctx.run(KPI_METRICS).rows[0]
     value = _value(now, metric)
     previous_range = ctx.filters.previous_range(ctx.now)
     before = None
     if previous_range is not None:
-        before = _value(ctx.run(KPI_METRICS, time_range=previous_range).rows[0], metric)
+        before = _value(
+            ctx.run(KPI_METRICS, time_range=previous_range, rolling=_previous(ctx)).rows[0], metric
+        )
     row = {
         "measure": label,
         "value": value,
@@ -299,7 +317,8 @@ def kpi_revenue(ctx: Context) -> CardData:
     before: dict[str, tuple[float, Any]] = {}
     if previous_range is not None:
         before = _by_currency(
-            ctx.run(["revenue"], ["currency"], time_range=previous_range), "revenue"
+            ctx.run(["revenue"], ["currency"], time_range=previous_range, rolling=_previous(ctx)),
+            "revenue",
         )
     rows = []
     for currency in sorted(set(now) | set(before), key=lambda c: -now.get(c, (0.0, None))[0]):
@@ -677,9 +696,12 @@ def revenue_totals(ctx: Context) -> CardData:
         "Last month": TimeRange.between(_month_start(ctx.now, 1), this_month),
         "All time": TimeRange.preset("all"),
     }
+    rolling = {"This month": "this_month", "Last month": "last_month", "All time": None}
     rows = []
     for label, time_range in ranges.items():
-        result = ctx.run(["purchases", "revenue"], ["currency"], time_range=time_range)
+        result = ctx.run(
+            ["purchases", "revenue"], ["currency"], time_range=time_range, rolling=rolling[label]
+        )
         for r in result.rows:
             rows.append(
                 {
@@ -843,9 +865,10 @@ def health_kpis(ctx: Context) -> CardData:
         ["avg_response_time", "p95_response_time", "error_rate", "api_calls"],
         time_range=day,
         audience=False,
+        rolling="last_24h",
     ).rows[0]
-    users = ctx.run(["unique_visitors"], time_range=day, audience=False).rows[0]
-    queue = ctx.run(["avg_queue_delay"], time_range=day, audience=False).rows[0]
+    users = ctx.run(["unique_visitors"], time_range=day, audience=False, rolling="last_24h").rows[0]
+    queue = ctx.run(["avg_queue_delay"], time_range=day, audience=False, rolling="last_24h").rows[0]
     rows: list[dict[str, Any]] = [
         {
             "measure": "Average API response time (ms)",

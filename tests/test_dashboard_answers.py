@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+from edgemetrics.dashboard_kit import answers as answers_module
 from edgemetrics.dashboard_kit.answers import SharedAnswers
 
 from edgemetrics.events import View
@@ -66,3 +69,165 @@ def test_an_expired_answer_is_served_while_one_refresh_runs(tmp_path: Path) -> N
     now[0] += 100  # long gone: the answer is computed while the viewer waits
     assert answers.run(VIEWS, owner).value("views") == 9.0
     store.close()
+
+
+# --- many creators, one statement ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _generated(tmp_path: Path, n: int = 30_000) -> tuple[EmbeddedStore, list[str]]:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dashboard_events import generate
+
+    store = EmbeddedStore(tmp_path / "em.duckdb")
+    generate(store, n)
+    creators = [
+        r["c"]
+        for r in store.query(
+            "SELECT index1 AS c FROM edgemetrics_content GROUP BY 1 ORDER BY count(*) DESC, 1"
+        )
+    ]
+    return store, creators
+
+
+def _plain(value: object) -> object:
+    """JSON-ish card data with floats rounded (two statements may add in another order)."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+CREATOR_VIEWS = [
+    "",
+    "period=7d",
+    "period=7d&device=mobile",
+    "country=US",
+    "period=all&content_type=audio",
+]
+
+
+def _cards_for(engine: object, creator: str, params: str, now: datetime) -> dict[str, object]:
+    from edgemetrics.dashboard_kit.cards import CARDS, Context
+    from edgemetrics.dashboard_kit.filters import ViewFilters
+    from starlette.datastructures import QueryParams
+
+    out = {}
+    for card in CARDS.values():
+        if card.section in ("health", "item"):
+            continue
+        ctx = Context(
+            engine,  # type: ignore[arg-type]
+            Principal.creator(creator),
+            ViewFilters.from_params(QueryParams(params)),
+            lambda ids: {},
+            now=now,
+        )
+        out[card.id] = _plain(card.build(ctx).to_json())
+    return out
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["one-statement", "in-runs"])
+def test_creators_asked_together_each_get_the_answer_they_get_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small: bool
+) -> None:
+    if small:
+        # More creators than a filter holds, answers longer than a statement returns: the
+        # creators are asked over every creator's rows, then in runs, then halves, alone.
+        monkeypatch.setattr(answers_module, "MAX_FILTER_VALUES", 4)
+        monkeypatch.setattr(answers_module, "MAX_LIMIT", 40)
+    store, creators = _generated(tmp_path)
+    now = datetime.now(UTC).replace(microsecond=0)
+    # A spread of creators (large, small, one without any rows in most views) and one unknown.
+    chosen = creators[:6] + creators[-4:] + ["nobody"]
+    alone = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    together = SharedAnswers(
+        Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now), ttl=3600
+    )
+    together.warm(chosen)
+    for params in CREATOR_VIEWS:
+        for creator in chosen:
+            assert _cards_for(together, creator, params, now) == _cards_for(
+                alone, creator, params, now
+            ), (creator, params)
+    questions = len(together._answers)
+    # One grouped statement per question, not one per creator and question.
+    assert together.computed * (2 if small else 5) < questions
+    store.close()
+
+
+def test_a_row_indexed_to_another_creator_stops_the_grouped_statement(tmp_path: Path) -> None:
+    store, creators = _generated(tmp_path, 5_000)
+    a, b = creators[0], creators[1]
+    # One view attributed to b but indexed to a: the engine shows it to neither.
+    store.write([encode(View(content_id="stray", creator_id=b))])
+    store.execute(f"UPDATE edgemetrics_content SET index1 = '{a}' WHERE blob2 = 'stray'")
+    now = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    alone = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    together = SharedAnswers(
+        Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now), ttl=3600
+    )
+    chosen = creators[:5]
+    together.warm(chosen)
+    for creator in chosen:
+        assert _cards_for(together, creator, "period=today", now) == _cards_for(
+            alone, creator, "period=today", now
+        )
+    # Questions reading content rows were asked creator by creator; commerce rows are all
+    # indexed to their creators, so those questions still took one statement each.
+    from edgemetrics.query.compiler import plan
+
+    reads_content = {}
+    for scope, text in together._answers:
+        query = together._answers[(scope, text)][1].query
+        reads_content[(scope, text)] = "content" in plan(query, Principal.creator(a)).families
+    content = sum(reads_content.values())
+    commerce = len({text for (_, text), yes in reads_content.items() if not yes})
+    assert content and commerce
+    assert together.computed == content + commerce
+    store.close()
+
+
+# --- slots: viewers first, background never takes the last one ------------------------------
+
+
+def test_viewers_go_before_background_work_and_boosted_work_goes_with_them() -> None:
+    from edgemetrics.dashboard_kit.answers import Slots
+
+    slots = Slots(2)
+    assert slots.acquire(background=True, timeout=0)
+    # Background work never takes the last slot: it is kept for a viewer.
+    assert not slots.acquire(background=True, timeout=0)
+    assert slots.acquire(background=False, timeout=0)
+    order: list[str] = []
+    boosted = [False]
+
+    def wait(name: str, background: object) -> None:
+        if slots.acquire(background=background, timeout=5):  # type: ignore[arg-type]
+            order.append(name)
+            slots.release()
+
+    # Both slots busy: a background task, then a viewer, then a background task a viewer
+    # now waits for (boosted) queue up.
+    low = threading.Thread(target=wait, args=("background", True))
+    low.start()
+    time.sleep(0.05)
+    viewer = threading.Thread(target=wait, args=("viewer", False))
+    viewer.start()
+    raised = threading.Thread(target=wait, args=("boosted", lambda: not boosted[0]))
+    raised.start()
+    time.sleep(0.05)
+    boosted[0] = True
+    slots.nudge()
+    time.sleep(0.05)
+    slots.release()  # one slot frees: a viewer's work goes first
+    slots.release()
+    for t in (low, viewer, raised):
+        t.join(5)
+    assert set(order[:2]) == {"viewer", "boosted"} and order[2] == "background"

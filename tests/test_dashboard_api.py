@@ -186,3 +186,18 @@ def test_long_tables_page_on_the_server(base: str) -> None:
     assert [r["title"] for r in searched["rows"]] == ["The small one"]
     bad = get(base, "/api/card/content_table?page=two")
     assert bad.status_code == 400 and bad.json()["error"].startswith("page:")
+
+
+def test_a_card_the_browser_holds_is_answered_not_modified(base: str) -> None:
+    first = get(base, "/api/card/kpi_views")
+    tag = first.headers["etag"]
+    assert first.headers["cache-control"] == "private, no-cache"
+    again = httpx.get(
+        base + "/api/card/kpi_views", headers={"x-who": "owner", "If-None-Match": tag}
+    )
+    assert again.status_code == 304 and again.headers["etag"] == tag and not again.content
+    # Another view is another body: the held one is not reused for it.
+    other = httpx.get(
+        base + "/api/card/kpi_views?period=all", headers={"x-who": "owner", "If-None-Match": tag}
+    )
+    assert other.status_code == 200 and other.headers["etag"] != tag

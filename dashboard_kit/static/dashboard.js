@@ -377,9 +377,17 @@
     var s = url.toString();
     return "api/card/" + el.getAttribute("data-card") + (s ? "?" + s : "");
   }
-  function load(el) {
+  function load(el, tries) {
+    tries = tries || 0;
     return fetch(cardUrl(el), { headers: { Accept: "application/json" } })
       .then(function (r) {
+        // A busy server sheds load with 503 and Retry-After: ask again after that long.
+        var retry = r.status === 503 ? parseFloat(r.headers.get("Retry-After") || "") : NaN;
+        if (retry >= 0 && tries < 8) {
+          return new Promise(function (done) {
+            setTimeout(done, (retry + Math.random() * 0.5) * 1000);
+          }).then(function () { return load(el, tries + 1); });
+        }
         return r.json().catch(function () { return {}; }).then(function (body) {
           if (!r.ok) {
             var msg = body.error || "";
@@ -396,7 +404,7 @@
   }
   var cards = Array.prototype.slice.call(document.querySelectorAll("[data-card]"));
   var status = document.getElementById("status");
-  Promise.all(cards.map(load)).then(function () {
+  Promise.all(cards.map(function (c) { return load(c); })).then(function () {
     window.edgemetricsCardsFilledAt = performance.now();
     document.body.setAttribute("data-cards", "filled");
     var broken = cards.filter(function (c) { return c.getAttribute("data-state") === "error"; });
