@@ -205,7 +205,10 @@ class EdgeMetricsMiddleware:
             # Keep only what the route and the user need: holding whole scopes (and what
             # they reference) in the buffer would cost the garbage collector dearly.
             get = scope.get
-            authenticated = None
+            user = get("user")
+            # No user in the scope (no authentication middleware): anonymous, known now;
+            # else the exporter thread reads ``user.is_authenticated``.
+            authenticated = False if user is None else None
             if self._authenticated is not None:
                 try:
                     authenticated = bool(self._authenticated(scope))
@@ -220,7 +223,7 @@ class EdgeMetricsMiddleware:
                         get("fastapi"),
                         get("root_path"),
                         get("app_root_path"),
-                        get("user"),
+                        user,
                     ),
                     status,
                     start,

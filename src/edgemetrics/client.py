@@ -62,9 +62,10 @@ class RawBuilder(Protocol):
     the event, or None when it kept the record for an aggregate. ``drain`` returns the
     aggregates that are complete; ``force`` (flush, close) asks for all of them.
 
-    A builder may also have ``wire(record)``: the same event as its wire object (what
-    :func:`edgemetrics.wire.encode_events` would write for it), or None. The exporter
-    uses it for sinks that send the wire body, and skips the model altogether. Such
+    A builder may also have ``wire_json(records)``: the same events as the JSON texts
+    of their wire objects (what :func:`edgemetrics.wire.encode_events` would write for
+    them), for a run of its records at once; aggregated records give none. The exporter
+    uses it for sinks that send the wire body, and skips the models altogether. Such
     events carry no user id and no money (they are neither pseudonymised nor critical).
     """
 
@@ -203,8 +204,9 @@ class Client:
         return cast(list[Event], self._build(items, wire=False))
 
     def build_wire(self, items: list[Event | tuple[Any, ...]]) -> list[Event | WireEvent]:
-        """Exporter thread, for a sink that sends wire bodies: raw records become wire
-        objects where their builder can make them (no model in between), else events."""
+        """Exporter thread, for a sink that sends wire bodies: raw records become the JSON
+        texts of their wire objects where their builder writes them (no model in
+        between), else events."""
         return self._build(items, wire=True)
 
     def _build(self, items: list[Event | tuple[Any, ...]], *, wire: bool) -> list[Any]:
@@ -213,15 +215,27 @@ class Client:
         builders = self._builders
         last: Any = None
         make: Any = None
+        bulk: Any = None
+        run: list[tuple[Any, ...]] = []  # consecutive records for ``bulk``
         for item in items:
             if type(item) is not tuple:
+                if run:
+                    self._write_run(bulk, run, out)
+                    run = []
                 append(item)
                 continue
             builder = item[0]
             if builder is not last:
+                if run:
+                    self._write_run(bulk, run, out)
+                    run = []
                 builders.add(builder)
                 last = builder
-                make = (getattr(builder, "wire", None) if wire else None) or builder.build
+                make = builder.build
+                bulk = getattr(builder, "wire_json", None) if wire else None
+            if bulk is not None:
+                run.append(item)
+                continue
             try:
                 event = make(item)
             except Exception as exc:  # a builder bug must never stop the exporter
@@ -229,7 +243,21 @@ class Client:
                 continue
             if event is not None:
                 append(event)
+        if run:
+            self._write_run(bulk, run, out)
         return out
+
+    @staticmethod
+    def _write_run(bulk: Any, run: list[tuple[Any, ...]], out: list[Any]) -> None:
+        try:
+            out.extend(bulk(run))
+        except Exception:
+            # One bad record must not take the others with it: again one by one.
+            for record in run:
+                try:
+                    out.extend(bulk([record]))
+                except Exception as exc:
+                    log.warning("edgemetrics: raw record dropped: %r", exc)
 
     def drain_aggregates(self, force: bool) -> list[Event]:
         """Exporter thread: the aggregates that are complete (all of them when ``force``)."""
@@ -319,9 +347,14 @@ class Client:
         return kept
 
     def prepare_items(self, items: list[Event | WireEvent]) -> list[Event | WireEvent]:
-        """:meth:`prepare` for a mix of models and wire objects; wire objects (raw records
+        """:meth:`prepare` for a mix of models and wire texts; wire texts (raw records
         written for the wire) carry no user id and pass as they are."""
-        # The pseudonymiser reads user_id with getattr: a wire object has none.
+        for item in items:
+            if type(item) is not str:
+                break
+        else:
+            return items  # wire texts only (an API's requests): nothing to pseudonymise
+        # The pseudonymiser reads user_id with getattr: a wire text has none.
         return cast(list[Event | WireEvent], self.prepare(cast(list[Event], items)))
 
     # --- control -----------------------------------------------------------------

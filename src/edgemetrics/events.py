@@ -144,6 +144,37 @@ def new_event_id() -> str:
     return f"{prefix}{step():016x}"
 
 
+def event_id_source() -> tuple[str, Callable[[], int]]:
+    """This process's id prefix and counter: ``prefix + f"{counter():016x}"`` is an id
+    :func:`new_event_id` could have given (for encoders that write ids in bulk; read it
+    again for each batch, a forked child gets a new one).
+
+    >>> prefix, counter = event_id_source()
+    >>> len(prefix + f"{counter():016x}")
+    32
+    """
+    prefix, step = _id_state
+    return prefix, step
+
+
+# The last second rendered by iso_ms and its text (one tuple: threads see it whole).
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 UTC text with milliseconds, as the wire carries it.
+
+    >>> iso_ms(1_700_000_000_123)
+    '2023-11-14T22:13:20.123Z'
+    """
+    second, rest = divmod(ms, 1000)
+    last = _last_second[0]
+    if last[0] != second:
+        last = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _last_second[0] = last
+    return f"{last[1]}.{rest:03d}Z"
+
+
 # The last millisecond handed out and its datetime: under load many events share one.
 _last_ms: list[tuple[int, datetime]] = [(0, datetime.fromtimestamp(0, tz=UTC))]
 

@@ -281,7 +281,7 @@ class Exporter:
             return self._batches(events[:half]) + self._batches(events[half:])
         batch_id = new_batch_id()
         # The body holds every event; ``events`` keeps the models among them.
-        models = [e for e in events if type(e) is not dict]
+        models = [e for e in events if type(e) is not str]
         body = gzip_body(encode_body(batch_id, array))
         return [Batch(models, batch_id=batch_id, body=body, count=len(events))]  # type: ignore[arg-type]
 
