@@ -182,13 +182,14 @@ class EdgeMetricsMiddleware:
         # message than an ``async def`` wrapper.
         def send_wrapper(message: Message) -> Awaitable[None]:
             nonlocal status, size, end
-            if message["type"] == "http.response.body":
+            kind = message["type"]
+            if kind == "http.response.body":
                 body = message.get("body")
                 if body:
                     size += len(body)
                 if not message.get("more_body"):
                     end = perf_counter()
-            elif message["type"] == "http.response.start":
+            elif kind == "http.response.start":
                 status = message["status"]
             return send(message)
 
@@ -214,22 +215,23 @@ class EdgeMetricsMiddleware:
                     authenticated = bool(self._authenticated(scope))
                 except Exception:
                     authenticated = False
-            client.track_raw(
-                (
-                    recorder,
-                    scope["method"],
-                    (
-                        get("route"),
-                        get("fastapi"),
-                        get("root_path"),
-                        get("app_root_path"),
-                        user,
-                    ),
-                    status,
-                    start,
-                    end or perf_counter(),
-                    size,
-                    authenticated,
-                    self._weight,
-                )
+            record = (
+                recorder,
+                scope["method"],
+                (get("route"), get("fastapi"), get("root_path"), get("app_root_path"), user),
+                status,
+                start,
+                end or perf_counter(),
+                size,
+                authenticated,
+                self._weight,
             )
+            # Client.track_raw, inlined: this runs once per request served.
+            buffer = client._buffer
+            depth = len(buffer)
+            if depth < client.max_buffer:
+                buffer.append(record)
+                if depth + 1 == client._raw_wake:
+                    client._exporter.wake()
+            else:
+                client.counters.add(dropped_buffer_full=1)

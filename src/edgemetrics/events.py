@@ -122,11 +122,24 @@ class InvalidEvent(ValueError):
 # ids must never repeat across gunicorn workers) followed by a 64-bit counter. Unique
 # within a process by construction and across processes with overwhelming probability,
 # at a third of the cost of reading 128 random bits from the OS for every id.
+# Encoders that write ids in bulk (event_id_source) take theirs from a second series: an
+# own prefix and a counter written in decimal (16 digits, from 10**15), which is cheaper
+# to write than hex and still hex digits. The prefixes differ, so the series never meet.
 _id_state: list[Any] = []
+_DECIMAL_START = 10**15
 
 
 def _reset_ids() -> None:
-    _id_state[:] = [os.urandom(8).hex(), itertools.count(1).__next__]
+    prefix = os.urandom(8).hex()
+    bulk = os.urandom(8).hex()
+    while bulk == prefix:
+        bulk = os.urandom(8).hex()
+    _id_state[:] = [
+        prefix,
+        itertools.count(1).__next__,
+        bulk,
+        itertools.count(_DECIMAL_START).__next__,
+    ]
 
 
 _reset_ids()
@@ -140,20 +153,21 @@ def new_event_id() -> str:
     >>> len(a), a != b, a[:16] == b[:16]
     (32, True, True)
     """
-    prefix, step = _id_state
+    prefix, step, _, _ = _id_state
     return f"{prefix}{step():016x}"
 
 
 def event_id_source() -> tuple[str, Callable[[], int]]:
-    """This process's id prefix and counter: ``prefix + f"{counter():016x}"`` is an id
-    :func:`new_event_id` could have given (for encoders that write ids in bulk; read it
-    again for each batch, a forked child gets a new one).
+    """A prefix and a counter for writing ids in bulk: ``f"{prefix}{counter()}"`` is a
+    fresh 32-hex-digit id, never one :func:`new_event_id` gives. Read it again for each
+    batch: a forked child gets its own.
 
     >>> prefix, counter = event_id_source()
-    >>> len(prefix + f"{counter():016x}")
-    32
+    >>> a, b = f"{prefix}{counter()}", f"{prefix}{counter()}"
+    >>> len(a), a != b, all(c in "0123456789abcdef" for c in a)
+    (32, True, True)
     """
-    prefix, step = _id_state
+    _, _, prefix, step = _id_state
     return prefix, step
 
 
