@@ -335,7 +335,9 @@ class ApiCallRecorder:
                 method,
                 route,
                 status_class,
-                total / calls,
+                # The mean of the microsecond-rounded durations; float sums can put it
+                # an ulp outside the extremes when they (nearly) agree: keep it inside.
+                min(max(total / calls, low), high),
                 round(size / calls),
                 int(calls),
                 low,
