@@ -20,7 +20,12 @@ Peers, each set up as its documentation shows for production use:
   figure uses an in-process sink (``reads = "events"``, as the embedded store's), for which
   the exporter makes no wire body.
 
-Run: ``python benchmarks/middleware.py [--requests N] [--rounds R]``.
+With ``--instructions`` it counts instead, under callgrind (valgrind), the instructions
+each request costs in every thread of the process: exact and repeatable whatever else
+the machine runs, where CPU time on a shared machine moves with its load. They are also
+shown in microseconds at the bare app's rate (its instructions over its CPU time).
+
+Run: ``python benchmarks/middleware.py [--requests N] [--rounds R] [--instructions]``.
 """
 
 from __future__ import annotations
@@ -323,13 +328,148 @@ def exporter_cost(app: Any, driver: Driver, n: int = 5_000) -> tuple[float, floa
     return out[0], out[1]
 
 
+# --- instruction counts (callgrind) -----------------------------------------------------
+
+# Variants counted by --instructions: (framework, name, requests in the short and the long
+# run). The difference between the two runs is what the requests cost; start-up, warm-up
+# and exit cancel out.
+COUNTED = [
+    ("FastAPI", "bare", 1000, 3000),
+    ("FastAPI", "edgemetrics", 1000, 3000),
+    ("FastAPI", "edgemetrics-request-path", 1000, 3000),
+    ("FastAPI", "otel-asgi", 200, 600),
+    ("Flask", "bare", 1000, 3000),
+    ("Flask", "edgemetrics", 1000, 3000),
+    ("Flask", "edgemetrics-request-path", 1000, 3000),
+    ("Flask", "otel-wsgi", 200, 600),
+]
+
+
+def role_count(framework: str, name: str, n: int) -> None:
+    """One variant, ``n`` requests after a warm-up, the exporter's work included (the
+    round ends with a flush); run under callgrind by :func:`count_instructions`."""
+    sink = DiscardSink()
+    edgemetrics.configure(sink=sink)
+    if framework == "FastAPI":
+        from edgemetrics.asgi import EdgeMetricsMiddleware
+
+        app = fastapi_app()
+        if name.startswith("edgemetrics"):
+            app.add_middleware(EdgeMetricsMiddleware)
+        elif name == "otel-asgi":
+            from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+            app.add_middleware(OpenTelemetryMiddleware, tracer_provider=otel_tracer_provider())
+        driver: Driver = asgi_round
+    else:
+        from edgemetrics.integrations.flask import init_app
+
+        app = flask_app()
+        if name.startswith("edgemetrics"):
+            init_app(app)
+        elif name == "otel-wsgi":
+            from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+            app.wsgi_app = OpenTelemetryMiddleware(  # type: ignore[method-assign]
+                app.wsgi_app, tracer_provider=otel_tracer_provider()
+            )
+        driver = wsgi_round
+    if name == "edgemetrics-request-path":
+        driver = request_path_only(driver)
+    driver(app, 300)
+    gc.collect()
+    driver(app, n)
+    edgemetrics.shutdown()
+
+
+def count_instructions() -> None:
+    """Instructions per request of each variant (callgrind: every thread of the process,
+    exactly, whatever else the machine runs), printed with what they add over the bare app
+    and that in microseconds at the bare app's measured rate (instructions per us)."""
+    import re
+    import subprocess
+    import sys
+    import tempfile
+
+    def run(framework: str, name: str, n: int) -> int:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/callgrind.out"
+            subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    f"--callgrind-out-file={out}",
+                    sys.executable,
+                    __file__,
+                    "--role-count",
+                    framework,
+                    name,
+                    str(n),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            with open(out) as f:
+                match = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.MULTILINE)
+            assert match is not None, "callgrind wrote no totals"
+            return int(match.group(1))
+
+    per_request: dict[tuple[str, str], float] = {}
+    for framework, name, short, long in COUNTED:
+        per_request[framework, name] = (
+            run(framework, name, long) - run(framework, name, short)
+        ) / (long - short)
+    # The bare app's rate on this machine, from its CPU time: turns instructions into us.
+    edgemetrics.configure(sink=DiscardSink())
+    rates = {
+        "FastAPI": per_request["FastAPI", "bare"]
+        / (best_of([("bare", fastapi_app(), asgi_round)], 3000, 5)[0]["bare"] * 1e6),
+        "Flask": per_request["Flask", "bare"]
+        / (best_of([("bare", flask_app(), wsgi_round)], 3000, 5)[0]["bare"] * 1e6),
+    }
+    edgemetrics.shutdown()
+    print("instructions per request (callgrind, every thread of the process), over the bare app:")
+    for framework, peer in (("FastAPI", "otel-asgi"), ("Flask", "otel-wsgi")):
+        bare = per_request[framework, "bare"]
+        rate = rates[framework]
+        print(f"{framework} bare app: {bare:.0f} instructions/request ({rate:.0f} per us)")
+        for name in ("edgemetrics", "edgemetrics-request-path", peer):
+            extra = per_request[framework, name] - bare
+            print(
+                f"{framework} + {name}: +{extra:.0f} instructions/request = +{extra / rate:.2f} us"
+            )
+        ours = per_request[framework, "edgemetrics"] - bare
+        theirs = per_request[framework, peer] - bare
+        goal = ours / rate <= 3.0 and theirs >= 20 * ours
+        print(
+            f"goal ({framework}, exporter included, in instructions: <= 3 us at the bare "
+            f"app's rate and <= 1/20 of {peer}'s): {'met' if goal else 'NOT met'} "
+            f"({ours / rate:.2f} us, {theirs / ours:.0f}x less than {peer})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Rounds long enough that the exporter thread does its share of the work inside them
     # (each round ends with a flush), and many of them: the best is the least disturbed.
     parser.add_argument("--requests", type=int, default=5_000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=15, help="rounds; the best one counts")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under callgrind instead (valgrind; minutes)",
+    )
+    parser.add_argument("--role-count", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role_count:
+        framework, name, n = args.role_count
+        role_count(framework, name, int(n))
+        return
+    if args.instructions:
+        print(f"load average at start {os.getloadavg()}")
+        count_instructions()
+        print(f"load average at the end: {os.getloadavg()}")
+        return
     load_at_start = os.getloadavg()
 
     from edgemetrics.integrations.flask import init_app
@@ -465,9 +605,9 @@ def main() -> None:
                 f"{'met' if goal else 'NOT met'} ({value:.2f} us, {ratio:.0f}x less than {peer})"
             )
     print(f"events exported by edgemetrics during the run: {exported + events_sink.events}")
-    print(f"load average at the end: {os.getloadavg()}")
     in_process.close()
     edgemetrics.shutdown()
+    print(f"load average at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
