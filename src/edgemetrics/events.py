@@ -162,6 +162,8 @@ def event_id_source() -> tuple[str, Callable[[], int]]:
 
 # The last second rendered by iso_ms and its text (one tuple: threads see it whole).
 _last_second: list[tuple[int, str]] = [(-1, "")]
+# ".000Z" to ".999Z": a lookup instead of formatting the milliseconds of each time.
+_MS_TEXT = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def iso_ms(ms: int) -> str:
@@ -175,7 +177,7 @@ def iso_ms(ms: int) -> str:
     if last[0] != second:
         last = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         _last_second[0] = last
-    return f"{last[1]}.{rest:03d}Z"
+    return last[1] + _MS_TEXT[rest]
 
 
 # The last millisecond handed out and its datetime: under load many events share one.
