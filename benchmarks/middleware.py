@@ -20,7 +20,12 @@ Peers, each set up as its documentation shows for production use:
   figure uses an in-process sink (``reads = "events"``, as the embedded store's), for which
   the exporter makes no wire body.
 
-Run: ``python benchmarks/middleware.py [--requests N] [--rounds R]``.
+With ``--instructions`` it counts instead, under callgrind (valgrind), the instructions
+each request costs in every thread of the process: exact and repeatable whatever else
+the machine runs, where CPU time on a shared machine moves with its load. They are also
+shown in microseconds at the bare app's rate (its instructions over its CPU time).
+
+Run: ``python benchmarks/middleware.py [--requests N] [--rounds R] [--instructions]``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -163,16 +170,50 @@ def wsgi_round(app: Any, n: int) -> float:
     return (CLOCK() - start) / n
 
 
-def best_of(variants: Sequence[tuple[str, Any, Driver]], n: int, rounds: int) -> dict[str, float]:
-    """Best seconds per request of each variant, interleaved round by round."""
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by name (pthread CPU clocks)."""
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)
+            spent = time.clock_gettime(clock)
+        except (OSError, AttributeError):  # a thread that just ended; no such clock here
+            continue
+        # A pool's threads (edgemetrics-send_0, _1, ...) count as one.
+        name = "request thread" if thread is threading.main_thread() else thread.name
+        name = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
+        out[name] = out.get(name, 0.0) + spent
+    return out
+
+
+def best_of(
+    variants: Sequence[tuple[str, Any, Driver]], n: int, rounds: int
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Best seconds per request of each variant, interleaved round by round, and how the
+    best round's CPU split between the request thread and the others (s per request).
+
+    Threads started after a round began (a pool's sender) count from zero, which is
+    what they spent in it."""
     best = {name: float("inf") for name, _, _ in variants}
+    split: dict[str, dict[str, float]] = {}
     for _, app, driver in variants:  # warm up: imports, caches, first-call paths
         driver(app, min(n, 500))
     for _ in range(rounds):
         for name, app, driver in variants:
             gc.collect()
-            best[name] = min(best[name], driver(app, n))
-    return best
+            before = thread_cpu()
+            seconds = driver(app, n)
+            after = thread_cpu()
+            if seconds < best[name]:
+                best[name] = seconds
+                split[name] = {
+                    thread: (spent - before.get(thread, 0.0)) / n
+                    for thread, spent in after.items()
+                    if spent - before.get(thread, 0.0) > 0.0
+                }
+    return best, split
 
 
 # --- apps -------------------------------------------------------------------------------
@@ -215,42 +256,196 @@ def otel_tracer_provider() -> Any:
     return provider
 
 
-def request_path_only(driver: Callable[[Any, int], float]) -> Callable[[Any, int], float]:
+class CaptureClient:
+    """Stands in for the client: keeps the middleware's records from the exporter.
+
+    It has what the middlewares use of a client (the buffer, its bound, the wake-up mark,
+    ``track_raw``), so a request pays exactly what it pays with the real one, and
+    ``flush`` has nothing to wait for."""
+
+    max_buffer = 1 << 62
+    _raw_wake = -1  # never reached: the exporter is never woken
+
+    def __init__(self) -> None:
+        self._buffer: list[tuple[Any, ...]] = []
+
+    @property
+    def records(self) -> list[tuple[Any, ...]]:
+        return self._buffer
+
+    def track_raw(self, record: tuple[Any, ...]) -> None:
+        self._buffer.append(record)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        return True
+
+
+def request_path_only(driver: Driver) -> Driver:
     """A driver whose rounds keep edgemetrics' records from the exporter (list append).
 
     Measures what a request itself pays; the exporter's share is measured apart.
     """
 
     def run(app: Any, n: int) -> float:
-        client = edgemetrics.get_client()
-        assert client is not None
-        records: list[tuple[Any, ...]] = []
-        client.track_raw = records.append  # type: ignore[method-assign]
-        try:
-            return driver(app, n)
-        finally:
-            del client.track_raw
+        return on_client(CaptureClient(), driver)(app, n)
 
     return run
 
 
-def exporter_cost(app: Any, driver: Callable[[Any, int], float], n: int = 5_000) -> float:
-    """Microseconds the exporter thread spends building one event from its raw record."""
+def exporter_cost(app: Any, driver: Driver, n: int = 5_000) -> tuple[float, float]:
+    """CPU microseconds the exporter spends per request's record, for an HTTP sink (wire
+    text, JSON array, gzip, signature; in batches of 250) and for an in-process sink
+    (an ApiCall model), measured on the records of ``n`` real requests."""
+    from edgemetrics.batch import new_batch_id
+    from edgemetrics.wire import encode_body, encode_events, gzip_body
+
+    capture = CaptureClient()
+    on_client(capture, driver)(app, n)
     client = edgemetrics.get_client()
     assert client is not None
-    records: list[tuple[Any, ...]] = []
-    client.track_raw = records.append  # type: ignore[method-assign]  # capture, don't queue
-    try:
-        driver(app, n)
-    finally:
-        del client.track_raw
-    best = float("inf")
-    for _ in range(7):
-        start = CLOCK()
-        for record in records:
-            record[0].build(record)
-        best = min(best, (CLOCK() - start) / len(records))
-    return best * 1e6
+    # Records as fresh as the exporter sees them (the clock offset is per second).
+    now = time.perf_counter()
+    records = [(*r[:4], now, now + (r[5] - r[4]), *r[6:]) for r in capture.records]
+    chunks = [records[i : i + 250] for i in range(0, len(records), 250)]
+
+    def http() -> None:
+        for chunk in chunks:
+            body = gzip_body(encode_body(new_batch_id(), encode_events(client.build_wire(chunk))))
+            sign(body, "bench-secret")
+
+    def models() -> None:
+        for chunk in chunks:
+            client.build_raw(chunk)
+
+    out = []
+    for work in (http, models):
+        best = float("inf")
+        for _ in range(7):
+            start = time.thread_time()
+            work()
+            best = min(best, (time.thread_time() - start) / len(records))
+        out.append(best * 1e6)
+    return out[0], out[1]
+
+
+# --- instruction counts (callgrind) -----------------------------------------------------
+
+# Variants counted by --instructions: (framework, name, requests in the short and the long
+# run). The difference between the two runs is what the requests cost; start-up, warm-up
+# and exit cancel out.
+COUNTED = [
+    ("FastAPI", "bare", 1000, 3000),
+    ("FastAPI", "edgemetrics", 1000, 3000),
+    ("FastAPI", "edgemetrics-request-path", 1000, 3000),
+    ("FastAPI", "otel-asgi", 200, 600),
+    ("Flask", "bare", 1000, 3000),
+    ("Flask", "edgemetrics", 1000, 3000),
+    ("Flask", "edgemetrics-request-path", 1000, 3000),
+    ("Flask", "otel-wsgi", 200, 600),
+]
+
+
+def role_count(framework: str, name: str, n: int) -> None:
+    """One variant, ``n`` requests after a warm-up, the exporter's work included (the
+    round ends with a flush); run under callgrind by :func:`count_instructions`."""
+    sink = DiscardSink()
+    edgemetrics.configure(sink=sink)
+    if framework == "FastAPI":
+        from edgemetrics.asgi import EdgeMetricsMiddleware
+
+        app = fastapi_app()
+        if name.startswith("edgemetrics"):
+            app.add_middleware(EdgeMetricsMiddleware)
+        elif name == "otel-asgi":
+            from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+            app.add_middleware(OpenTelemetryMiddleware, tracer_provider=otel_tracer_provider())
+        driver: Driver = asgi_round
+    else:
+        from edgemetrics.integrations.flask import init_app
+
+        app = flask_app()
+        if name.startswith("edgemetrics"):
+            init_app(app)
+        elif name == "otel-wsgi":
+            from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+            app.wsgi_app = OpenTelemetryMiddleware(  # type: ignore[method-assign]
+                app.wsgi_app, tracer_provider=otel_tracer_provider()
+            )
+        driver = wsgi_round
+    if name == "edgemetrics-request-path":
+        driver = request_path_only(driver)
+    driver(app, 300)
+    gc.collect()
+    driver(app, n)
+    edgemetrics.shutdown()
+
+
+def count_instructions() -> None:
+    """Instructions per request of each variant (callgrind: every thread of the process,
+    exactly, whatever else the machine runs), printed with what they add over the bare app
+    and that in microseconds at the bare app's measured rate (instructions per us)."""
+    import re
+    import subprocess
+    import sys
+    import tempfile
+
+    def run(framework: str, name: str, n: int) -> int:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/callgrind.out"
+            subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    f"--callgrind-out-file={out}",
+                    sys.executable,
+                    __file__,
+                    "--role-count",
+                    framework,
+                    name,
+                    str(n),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            with open(out) as f:
+                match = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.MULTILINE)
+            assert match is not None, "callgrind wrote no totals"
+            return int(match.group(1))
+
+    per_request: dict[tuple[str, str], float] = {}
+    for framework, name, short, long in COUNTED:
+        per_request[framework, name] = (
+            run(framework, name, long) - run(framework, name, short)
+        ) / (long - short)
+    # The bare app's rate on this machine, from its CPU time: turns instructions into us.
+    edgemetrics.configure(sink=DiscardSink())
+    rates = {
+        "FastAPI": per_request["FastAPI", "bare"]
+        / (best_of([("bare", fastapi_app(), asgi_round)], 3000, 5)[0]["bare"] * 1e6),
+        "Flask": per_request["Flask", "bare"]
+        / (best_of([("bare", flask_app(), wsgi_round)], 3000, 5)[0]["bare"] * 1e6),
+    }
+    edgemetrics.shutdown()
+    print("instructions per request (callgrind, every thread of the process), over the bare app:")
+    for framework, peer in (("FastAPI", "otel-asgi"), ("Flask", "otel-wsgi")):
+        bare = per_request[framework, "bare"]
+        rate = rates[framework]
+        print(f"{framework} bare app: {bare:.0f} instructions/request ({rate:.0f} per us)")
+        for name in ("edgemetrics", "edgemetrics-request-path", peer):
+            extra = per_request[framework, name] - bare
+            print(
+                f"{framework} + {name}: +{extra:.0f} instructions/request = +{extra / rate:.2f} us"
+            )
+        ours = per_request[framework, "edgemetrics"] - bare
+        theirs = per_request[framework, peer] - bare
+        goal = ours / rate <= 3.0 and theirs >= 20 * ours
+        print(
+            f"goal ({framework}, exporter included, in instructions: <= 3 us at the bare "
+            f"app's rate and <= 1/20 of {peer}'s): {'met' if goal else 'NOT met'} "
+            f"({ours / rate:.2f} us, {theirs / ours:.0f}x less than {peer})"
+        )
 
 
 def main() -> None:
@@ -259,7 +454,23 @@ def main() -> None:
     # (each round ends with a flush), and many of them: the best is the least disturbed.
     parser.add_argument("--requests", type=int, default=5_000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=15, help="rounds; the best one counts")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request under callgrind instead (valgrind; minutes)",
+    )
+    parser.add_argument("--role-count", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role_count:
+        framework, name, n = args.role_count
+        role_count(framework, name, int(n))
+        return
+    if args.instructions:
+        print(f"load average at start {os.getloadavg()}")
+        count_instructions()
+        print(f"load average at the end: {os.getloadavg()}")
+        return
+    load_at_start = os.getloadavg()
 
     from edgemetrics.integrations.flask import init_app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware as OtelASGI
@@ -284,7 +495,7 @@ def main() -> None:
     otel.add_middleware(OtelASGI, tracer_provider=provider)
     prom = fastapi_app()
     Instrumentator(registry=CollectorRegistry()).instrument(prom)
-    asgi = best_of(
+    asgi, asgi_split = best_of(
         [
             ("bare", bare, asgi_round),
             ("edgemetrics", ours, asgi_round),
@@ -303,7 +514,7 @@ def main() -> None:
     init_app(fours)
     fotel = flask_app()
     fotel.wsgi_app = OtelWSGI(fotel.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
-    wsgi = best_of(
+    wsgi, wsgi_split = best_of(
         [
             ("bare", fbare, wsgi_round),
             ("edgemetrics", fours, wsgi_round),
@@ -316,25 +527,45 @@ def main() -> None:
     )
     edgemetrics.flush()
     exported = sink.events
-    build_us = exporter_cost(ours, asgi_round)
-    wsgi_build_us = exporter_cost(fours, wsgi_round)
+    http_us, model_us = exporter_cost(ours, asgi_round)
+    wsgi_http_us, wsgi_model_us = exporter_cost(fours, wsgi_round)
 
     def added(results: dict[str, float], name: str) -> float:
         return (results[name] - results["bare"]) * 1e6
 
-    print(f"requests per round: {args.requests}, rounds: {args.rounds} (best round counts)")
+    def threads(split: dict[str, dict[str, float]], name: str) -> str:
+        """Where the added CPU went in the best round: request thread vs the others."""
+        mine, base = split.get(name, {}), split.get("bare", {})
+        request = (mine.get("request thread", 0.0) - base.get("request thread", 0.0)) * 1e6
+        others = sorted(
+            (thread, spent * 1e6) for thread, spent in mine.items() if thread != "request thread"
+        )
+        shown = ", ".join(f"{thread} {us:.2f}" for thread, us in others if us >= 0.005)
+        return f"request thread {request:+.2f} us; other threads: {shown or 'none'}"
+
+    print(
+        f"requests per round: {args.requests}, rounds: {args.rounds} (best round counts); "
+        f"load average at start {load_at_start}"
+    )
+    print(
+        "figures: CPU time of the whole process per request (every thread: the request's "
+        "and edgemetrics' exporter and senders), over the bare app"
+    )
     print(f"FastAPI bare app: {asgi['bare'] * 1e6:.2f} us/request")
     em = added(asgi, "edgemetrics")
     for name in ("edgemetrics", "otel-asgi", "prometheus"):
-        print(f"FastAPI + {name}: +{added(asgi, name):.2f} us/request")
+        print(
+            f"FastAPI + {name}: +{added(asgi, name):.2f} us/request ({threads(asgi_split, name)})"
+        )
     print(
         "  edgemetrics with an in-process sink (no wire body, as the embedded store's): "
         f"+{added(asgi, 'edgemetrics-in-process-sink'):.2f} us/request"
     )
     print(
         f"  edgemetrics on the request path alone: +{added(asgi, 'edgemetrics-request-path'):.2f}"
-        f" us/request; its exporter thread builds an event in {build_us:.2f} us (CPU, off the"
-        " request path); the first figure includes both and the threads' interplay"
+        f" us/request; measured apart, its exporter spends {http_us:.2f} us per request for"
+        f" an HTTP sink (wire text, array, gzip, signature) and {model_us:.2f} us building an"
+        " ApiCall model for an in-process sink (CPU, off the request path)"
     )
     print(
         "FastAPI + edgemetrics in cost mode (per-minute aggregates), exporter included: "
@@ -348,14 +579,16 @@ def main() -> None:
     print(f"Flask bare app: {wsgi['bare'] * 1e6:.2f} us/request")
     fem = added(wsgi, "edgemetrics")
     for name in ("edgemetrics", "otel-wsgi"):
-        print(f"Flask + {name}: +{added(wsgi, name):.2f} us/request")
+        split = threads(wsgi_split, name)
+        print(f"Flask + {name}: +{added(wsgi, name):.2f} us/request ({split})")
     print(
         "  edgemetrics with an in-process sink: "
         f"+{added(wsgi, 'edgemetrics-in-process-sink'):.2f} us/request"
     )
     print(
         f"  edgemetrics on the request path alone: +{added(wsgi, 'edgemetrics-request-path'):.2f}"
-        f" us/request; its exporter thread builds an event in {wsgi_build_us:.2f} us"
+        f" us/request; measured apart, its exporter spends {wsgi_http_us:.2f} us (HTTP sink)"
+        f" / {wsgi_model_us:.2f} us (model) per request"
     )
     print(f"ratio otel-wsgi / edgemetrics: {added(wsgi, 'otel-wsgi') / fem:.1f}x")
     for framework, results, peer in (("FastAPI", asgi, "otel-asgi"), ("Flask", wsgi, "otel-wsgi")):
@@ -374,6 +607,7 @@ def main() -> None:
     print(f"events exported by edgemetrics during the run: {exported + events_sink.events}")
     in_process.close()
     edgemetrics.shutdown()
+    print(f"load average at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -91,10 +91,11 @@ def _mount_prefix(scope: Scope) -> str:
 # What the middleware keeps of a scope: (route, fastapi, root_path, app_root_path, user).
 ScopeParts = tuple[Any, Any, Any, Any, Any]
 
-# Template per (route, FastAPI context, root paths), keyed by identity: routes are
-# long-lived and often unhashable. The objects are kept in the value and compared, so a
-# recycled id never returns another route's template.
-_templates: dict[tuple[int, int, Any, Any], tuple[Any, Any, str]] = {}
+# Template per route object, keyed by identity (routes are long-lived and often
+# unhashable), for each (FastAPI context, root paths) it was seen with: usually one. The
+# objects are kept in the value and compared, so a recycled id never returns another
+# route's template.
+_templates: dict[int, list[tuple[Any, Any, Any, Any, str]]] = {}
 _MAX_TEMPLATES = 4096
 
 
@@ -103,10 +104,16 @@ def _template_of_parts(parts: ScopeParts) -> str:
     if route is None:
         return UNMATCHED_ROUTE
     context = fastapi_scope.get("effective_route_context") if fastapi_scope else None
-    key = (id(route), id(context), root_path, app_root_path)
-    hit = _templates.get(key)
-    if hit is not None and hit[0] is route and hit[1] is context:
-        return hit[2]
+    seen = _templates.get(id(route))
+    if seen is not None:
+        for known, known_context, known_root, known_app_root, template in seen:
+            if (
+                known is route
+                and known_context is context
+                and known_root == root_path
+                and known_app_root == app_root_path
+            ):
+                return template
     scope: dict[str, Any] = {"route": route, "fastapi": fastapi_scope}
     if root_path is not None:
         scope["root_path"] = root_path
@@ -115,7 +122,11 @@ def _template_of_parts(parts: ScopeParts) -> str:
     template = route_template(scope)
     if len(_templates) >= _MAX_TEMPLATES:
         _templates.clear()
-    _templates[key] = (route, context, template)
+    entry = (route, context, root_path, app_root_path, template)
+    if seen is None or seen[0][0] is not route or len(seen) >= 16:
+        _templates[id(route)] = [entry]  # a new route (or a recycled id): start over
+    else:
+        seen.append(entry)  # the same route under another mount
     return template
 
 
@@ -182,13 +193,14 @@ class EdgeMetricsMiddleware:
         # message than an ``async def`` wrapper.
         def send_wrapper(message: Message) -> Awaitable[None]:
             nonlocal status, size, end
-            if message["type"] == "http.response.body":
+            kind = message["type"]
+            if kind == "http.response.body":
                 body = message.get("body")
                 if body:
                     size += len(body)
                 if not message.get("more_body"):
                     end = perf_counter()
-            elif message["type"] == "http.response.start":
+            elif kind == "http.response.start":
                 status = message["status"]
             return send(message)
 
@@ -205,28 +217,32 @@ class EdgeMetricsMiddleware:
             # Keep only what the route and the user need: holding whole scopes (and what
             # they reference) in the buffer would cost the garbage collector dearly.
             get = scope.get
-            authenticated = None
+            user = get("user")
+            # No user in the scope (no authentication middleware): anonymous, known now;
+            # else the exporter thread reads ``user.is_authenticated``.
+            authenticated = False if user is None else None
             if self._authenticated is not None:
                 try:
                     authenticated = bool(self._authenticated(scope))
                 except Exception:
                     authenticated = False
-            client.track_raw(
-                (
-                    recorder,
-                    scope["method"],
-                    (
-                        get("route"),
-                        get("fastapi"),
-                        get("root_path"),
-                        get("app_root_path"),
-                        get("user"),
-                    ),
-                    status,
-                    start,
-                    end or perf_counter(),
-                    size,
-                    authenticated,
-                    self._weight,
-                )
+            record = (
+                recorder,
+                scope["method"],
+                (get("route"), get("fastapi"), get("root_path"), get("app_root_path"), user),
+                status,
+                start,
+                end or perf_counter(),
+                size,
+                authenticated,
+                self._weight,
             )
+            # Client.track_raw, inlined: this runs once per request served.
+            buffer = client._buffer
+            depth = len(buffer)
+            if depth < client.max_buffer:
+                buffer.append(record)
+                if depth + 1 == client._raw_wake:
+                    client._exporter.wake()
+            else:
+                client.counters.add(dropped_buffer_full=1)

@@ -27,6 +27,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -62,9 +63,10 @@ class RawBuilder(Protocol):
     the event, or None when it kept the record for an aggregate. ``drain`` returns the
     aggregates that are complete; ``force`` (flush, close) asks for all of them.
 
-    A builder may also have ``wire(record)``: the same event as its wire object (what
-    :func:`edgemetrics.wire.encode_events` would write for it), or None. The exporter
-    uses it for sinks that send the wire body, and skips the model altogether. Such
+    A builder may also have ``wire_json(records)``: the same events as the JSON texts
+    of their wire objects (what :func:`edgemetrics.wire.encode_events` would write for
+    them), for a run of its records at once; aggregated records give none. The exporter
+    uses it for sinks that send the wire body, and skips the models altogether. Such
     events carry no user id and no money (they are neither pseudonymised nor critical).
     """
 
@@ -75,6 +77,8 @@ class RawBuilder(Protocol):
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _EVENT_CLASSES = frozenset(EVENT_TYPES.values())
+_ONLY_TUPLES = {tuple}
+_ONLY_TEXTS = {str}
 # Handles inherited from the parent across fork are kept referenced, never closed: closing
 # them in the child could disturb the parent's SQLite locks or sockets.
 _inherited: list[Any] = []
@@ -203,25 +207,50 @@ class Client:
         return cast(list[Event], self._build(items, wire=False))
 
     def build_wire(self, items: list[Event | tuple[Any, ...]]) -> list[Event | WireEvent]:
-        """Exporter thread, for a sink that sends wire bodies: raw records become wire
-        objects where their builder can make them (no model in between), else events."""
+        """Exporter thread, for a sink that sends wire bodies: raw records become the JSON
+        texts of their wire objects where their builder writes them (no model in
+        between), else events."""
         return self._build(items, wire=True)
 
     def _build(self, items: list[Event | tuple[Any, ...]], *, wire: bool) -> list[Any]:
         out: list[Any] = []
+        if wire and items and set(map(type, items)) == _ONLY_TUPLES:
+            # The usual batch of an API: records of one middleware only. Checked by C-level
+            # scans, then written in one call: no per-record bytecode here.
+            records = cast(list[tuple[Any, ...]], items)
+            firsts = set(map(itemgetter(0), records))
+            if len(firsts) == 1:
+                (only,) = firsts
+                writer = getattr(only, "wire_json", None)
+                if writer is not None:
+                    self._builders.add(only)
+                    self._write_run(writer, records, out)
+                    return out
         append = out.append
         builders = self._builders
         last: Any = None
         make: Any = None
+        bulk: Any = None
+        run: list[tuple[Any, ...]] = []  # consecutive records for ``bulk``
         for item in items:
             if type(item) is not tuple:
+                if run:
+                    self._write_run(bulk, run, out)
+                    run = []
                 append(item)
                 continue
             builder = item[0]
             if builder is not last:
+                if run:
+                    self._write_run(bulk, run, out)
+                    run = []
                 builders.add(builder)
                 last = builder
-                make = (getattr(builder, "wire", None) if wire else None) or builder.build
+                make = builder.build
+                bulk = getattr(builder, "wire_json", None) if wire else None
+            if bulk is not None:
+                run.append(item)
+                continue
             try:
                 event = make(item)
             except Exception as exc:  # a builder bug must never stop the exporter
@@ -229,7 +258,21 @@ class Client:
                 continue
             if event is not None:
                 append(event)
+        if run:
+            self._write_run(bulk, run, out)
         return out
+
+    @staticmethod
+    def _write_run(bulk: Any, run: list[tuple[Any, ...]], out: list[Any]) -> None:
+        try:
+            out.extend(bulk(run))
+        except Exception:
+            # One bad record must not take the others with it: again one by one.
+            for record in run:
+                try:
+                    out.extend(bulk([record]))
+                except Exception as exc:
+                    log.warning("edgemetrics: raw record dropped: %r", exc)
 
     def drain_aggregates(self, force: bool) -> list[Event]:
         """Exporter thread: the aggregates that are complete (all of them when ``force``)."""
@@ -319,9 +362,11 @@ class Client:
         return kept
 
     def prepare_items(self, items: list[Event | WireEvent]) -> list[Event | WireEvent]:
-        """:meth:`prepare` for a mix of models and wire objects; wire objects (raw records
+        """:meth:`prepare` for a mix of models and wire texts; wire texts (raw records
         written for the wire) carry no user id and pass as they are."""
-        # The pseudonymiser reads user_id with getattr: a wire object has none.
+        if set(map(type, items)) == _ONLY_TEXTS:
+            return items  # wire texts only (an API's requests): nothing to pseudonymise
+        # The pseudonymiser reads user_id with getattr: a wire text has none.
         return cast(list[Event | WireEvent], self.prepare(cast(list[Event], items)))
 
     # --- control -----------------------------------------------------------------

@@ -21,9 +21,13 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
+from itertools import repeat
+from operator import call
 from typing import TYPE_CHECKING, Any
 
 from edgemetrics.batch import Batch, BatchRejected, SinkError, new_batch_id
@@ -35,6 +39,23 @@ if TYPE_CHECKING:
     from edgemetrics.client import Client
 
 log = logging.getLogger("edgemetrics")
+
+
+def _pop_left(buffer: deque[Any], n: int) -> list[Any]:
+    """Up to ``n`` items from the left of ``buffer``, oldest first.
+
+    The exporter is the buffer's only consumer (producers append on the right), so the n
+    it saw are there: they are popped by one C-level loop, not n bytecode iterations
+    (this runs once per event). Should another consumer race it (exit), it gets fewer.
+
+    >>> _pop_left(deque([1, 2, 3]), 2), _pop_left(deque([1]), 3)
+    ([1, 2], [1])
+    """
+    items: list[Any] = []
+    # extend keeps what it appended before an error: nothing popped is lost.
+    with suppress(IndexError):
+        items.extend(map(call, repeat(buffer.popleft, n)))
+    return items
 
 
 @dataclass(frozen=True)
@@ -213,12 +234,7 @@ class Exporter:
         buffer = self.client._buffer
         while True:
             n = min(len(buffer), self.client.max_batch)
-            items = []
-            for _ in range(n):
-                try:
-                    items.append(buffer.popleft())
-                except IndexError:
-                    break
+            items = _pop_left(buffer, n)
             if not items:
                 return []
             # Counted here, off the caller's thread: events_in = what left the buffer.
@@ -281,7 +297,13 @@ class Exporter:
             return self._batches(events[:half]) + self._batches(events[half:])
         batch_id = new_batch_id()
         # The body holds every event; ``events`` keeps the models among them.
-        models = [e for e in events if type(e) is not dict]
+        kinds = set(map(type, events))
+        if str not in kinds:
+            models = list(events)
+        elif len(kinds) == 1:
+            models = []  # wire texts only (an API's requests)
+        else:
+            models = [e for e in events if type(e) is not str]
         body = gzip_body(encode_body(batch_id, array))
         return [Batch(models, batch_id=batch_id, body=body, count=len(events))]  # type: ignore[arg-type]
 

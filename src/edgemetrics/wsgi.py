@@ -118,11 +118,23 @@ class _Recorded:
             line, route, _ = self._state
             status = 500
             if line is not None and not self._failed:
-                try:
-                    status = int(line[:3])
-                except ValueError:
-                    status = 500
+                status = _STATUS_CODES.get(line) or _status_code(line)
             self._middleware._record(self.environ, status, self._start, self._size, route)
+
+
+# Status code per status line ("200 OK", ...): lines repeat, parsing each costs more than
+# the lookup. Bounded: an app may write any reason phrase.
+_STATUS_CODES: dict[str, int] = {}
+
+
+def _status_code(line: str) -> int:
+    try:
+        code = int(line[:3])
+    except ValueError:
+        return 500
+    if len(_STATUS_CODES) < 1024:
+        _STATUS_CODES[line] = code
+    return code
 
 
 class EdgeMetricsWSGIMiddleware:
@@ -182,7 +194,21 @@ class EdgeMetricsWSGIMiddleware:
             # alive (Flask drops it from the environ before returning): read the route.
             state[0] = status
             try:
-                state[1] = route_of(environ)
+                if route_of is werkzeug_route:
+                    # werkzeug_route, inlined for Flask (the default): one call fewer.
+                    template = environ.get(ROUTE_KEY)
+                    if template is None:
+                        rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+                        template = getattr(rule, "rule", None)
+                    if type(template) is not str:
+                        template = UNMATCHED_ROUTE
+                    else:
+                        script = environ.get("SCRIPT_NAME")
+                        if script:
+                            template = str(script).rstrip("/") + template
+                    state[1] = template
+                else:
+                    state[1] = route_of(environ)
                 for name, value in headers:
                     if len(name) == 14 and name.lower() == "content-length":
                         state[2] = int(value)
@@ -218,16 +244,23 @@ class EdgeMetricsWSGIMiddleware:
                 authenticated = bool(self._authenticated(environ))
             except Exception:
                 authenticated = False
-        client.track_raw(
-            (
-                self.recorder,
-                environ.get("REQUEST_METHOD", "GET"),
-                route,
-                status,
-                start,
-                end,
-                size,
-                authenticated,
-                self._weight,
-            )
+        record = (
+            self.recorder,
+            environ.get("REQUEST_METHOD", "GET"),
+            route,
+            status,
+            start,
+            end,
+            size,
+            authenticated,
+            self._weight,
         )
+        # Client.track_raw, inlined: this runs once per request served.
+        buffer = client._buffer
+        depth = len(buffer)
+        if depth < client.max_buffer:
+            buffer.append(record)
+            if depth + 1 == client._raw_wake:
+                client._exporter.wake()
+        else:
+            client.counters.add(dropped_buffer_full=1)
