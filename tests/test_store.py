@@ -131,3 +131,32 @@ def test_a_store_made_with_the_unique_index_opens_and_keeps_working(tmp_path: Pa
     reopened = EmbeddedStore(path)  # a second open finds nothing to rebuild
     assert reopened.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"] == 2
     reopened.close()
+
+
+def test_only_rows_no_newer_than_the_store_are_looked_up_for_replays(
+    store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+
+    now = datetime.now(UTC)
+    stored = [View(content_id="v1", timestamp=now - timedelta(minutes=5 - i)) for i in range(3)]
+    assert store.write([encode(e) for e in stored]) == 3
+    looked_up: list[int] = []
+    register = type(store._cursor()).register
+
+    def spy(cursor: object, name: str, table: pa.Table) -> object:
+        if name == "_em_ids":
+            looked_up.append(table.num_rows)
+        return register(cursor, name, table)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(store._cursor()), "register", spy, raising=False)
+    newer = [View(content_id="v2", timestamp=now + timedelta(seconds=i)) for i in range(4)]
+    assert store.write([encode(e) for e in newer]) == 4
+    assert looked_up == []  # every row is later than the newest stored: no lookup at all
+    # A replay of the oldest stored event among new ones: only it is looked up, and left out.
+    later = [View(content_id="v3", timestamp=now + timedelta(minutes=1))]
+    assert store.write([encode(e) for e in [stored[0], *later]]) == 1
+    assert looked_up == [1]
+    assert store.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"] == 8

@@ -204,6 +204,12 @@ class _Intake:
     journal records are done. After a crash the journal is read back and moved on the
     next start; the store leaves out replayed events, so a second move stores nothing
     twice.
+
+    ``linger_s`` is 5 s, the exporter's own default flush interval: an insert of fewer
+    than about 100,000 rows goes through DuckDB's WAL and costs well over twice as much
+    per row as a row group (about 6.3 against 2.4 us for the AE shape), so under steady
+    traffic of 20,000 events/s or more every insert is a cheap one. Slower traffic has
+    CPU to spare, and a pause in intake inserts at once.
     """
 
     def __init__(
@@ -212,7 +218,7 @@ class _Intake:
         directory: Path,
         *,
         min_insert_rows: int = 122_880,
-        linger_s: float = 1.0,
+        linger_s: float = 5.0,
         idle_s: float = 0.05,
         max_waiting_rows: int = 1_000_000,
     ) -> None:

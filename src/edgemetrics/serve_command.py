@@ -117,6 +117,11 @@ def serve(
         settings=settings,
         extra_routes=_extra_routes(store, settings),  # type: ignore[arg-type]
     )
+    # pyarrow's first conversion of Python values imports pandas when it is installed (a
+    # quarter of a second): pay it now, not in the first batch's insert.
+    import pyarrow as pa
+
+    pa.array([0.0])
     # Everything imported so far lives as long as the process: leave it out of the
     # collector's garbage collections, which then only look at what requests allocate.
     gc.collect()

@@ -7,7 +7,8 @@ are ``''`` and unset doubles ``0``, as AE returns them, so one SQL text reads bo
 An event's id and timestamp never change across retries (the exporter sets both when the
 event is made), so a write leaves out every row whose event id is already stored *at a
 time inside the batch's own time range*: a range check that DuckDB answers from the few
-row groups whose zone maps overlap that range, however large the table grows. No index
+row groups whose zone maps overlap that range, however large the table grows. A row
+later than the newest stored row cannot be a replay and is not looked up at all. No index
 is kept: a unique index costs more per insert than the insert itself and grows in memory
 with the table (tens of bytes per row; gigabytes at 100M rows).
 
@@ -258,7 +259,12 @@ class EmbeddedStore:
                 column = [column.value] * rows
             elif len(column) != rows:
                 raise ValueError(f"{field.name}: {len(column)} values for {rows} rows")
-            arrays.append(pa.array(column, type=field.type))
+            if field.name == "timestamp":
+                # Epoch ms as int64, read as timestamps: a third cheaper than converting
+                # the ints to a timestamp type.
+                arrays.append(pa.array(column, type=pa.int64()).view(field.type))
+            else:
+                arrays.append(pa.array(column, type=field.type))
             names.append(field.name)
             select.append(field.name)
         batch = pa.Table.from_arrays(arrays, names=names)
@@ -283,42 +289,53 @@ class EmbeddedStore:
 
     def _without_replays(self, dataset: str, batch: pa.Table) -> pa.Table:
         """The batch less repeated event ids (the last one stays) and less events already
-        stored at a time within the batch's time ranges: one hash aggregate over the
-        batch's ids and the stored ids in those ranges (DuckDB reads only the row groups
-        whose zone maps overlap them)."""
-        ranges = _time_ranges(batch.column("timestamp"), self._latest[dataset])
-        stored_sql = " UNION ALL ".join(
-            f"SELECT event_id, true AS stored FROM {dataset} "
-            "WHERE timestamp BETWEEN make_timestamp_ms(?) AND make_timestamp_ms(?)"
-            for _ in ranges
-        )
-        cur = self._cursor()
-        cur.register("_em_ids", batch.select(["event_id"]))
-        try:
-            repeated = cur.execute(
-                "SELECT event_id, bool_or(stored) FROM ("
-                "SELECT event_id, false AS stored FROM _em_ids"
-                + (f" UNION ALL {stored_sql}" if ranges else "")
-                + ") GROUP BY event_id HAVING count(*) > 1",
-                [bound for pair in ranges for bound in pair],
-            ).fetchall()
-        finally:
-            cur.unregister("_em_ids")
-        if not repeated:
+        stored at a time within the batch's time ranges.
+
+        Only rows no newer than the newest stored row are looked up: a replay carries the
+        time its event was first sent with, so a row later than everything stored cannot
+        be one (and in steady traffic that is nearly every row). Those few are matched
+        against the stored ids in their time ranges, which DuckDB reads from the row
+        groups whose zone maps overlap them; repeats within the batch are found by one
+        Arrow hash table (``unique``)."""
+        rows = batch.num_rows
+        ids = batch.column("event_id")
+        stamps = batch.column("timestamp").cast(pa.int64())
+        latest = self._latest[dataset]
+        old = pc.less_equal(stamps, latest)
+        old_rows = int(pc.sum(old).as_py() or 0)
+        stored: set[str] = set()
+        if old_rows:
+            candidates = batch.filter(old) if old_rows < rows else batch
+            ranges = _time_ranges(candidates.column("timestamp"), latest)
+            stored_sql = " UNION ALL ".join(
+                f"SELECT event_id FROM {dataset} "
+                "WHERE timestamp BETWEEN make_timestamp_ms(?) AND make_timestamp_ms(?)"
+                for _ in ranges
+            )
+            cur = self._cursor()
+            cur.register("_em_ids", candidates.select(["event_id"]))
+            try:
+                found = cur.execute(
+                    f"SELECT DISTINCT event_id FROM _em_ids WHERE event_id IN ({stored_sql})",
+                    [bound for pair in ranges for bound in pair],
+                ).fetchall()
+            finally:
+                cur.unregister("_em_ids")
+            stored = {event_id for (event_id,) in found}
+        repeated = len(pc.unique(ids)) < rows
+        if not stored and not repeated:
             return batch
-        stored = {event_id for event_id, in_store in repeated if in_store}
-        twice = {event_id for event_id, in_store in repeated if not in_store}
         keep: list[int] = []
         last: dict[str, int] = {}
-        for i, event_id in enumerate(batch.column("event_id").to_pylist()):
+        for i, event_id in enumerate(ids.to_pylist()):
             if event_id in stored:
                 continue
-            if event_id in twice:
-                last[event_id] = i
+            if repeated:
+                last[event_id] = i  # the last row of an id wins
             else:
                 keep.append(i)
-        keep.extend(last.values())
-        keep.sort()
+        if repeated:
+            keep = sorted(last.values())
         return batch.take(pa.array(keep, type=pa.int64()))
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
