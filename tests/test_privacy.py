@@ -484,3 +484,23 @@ def test_a_forked_child_reopens_the_key_store_even_if_the_parent_held_its_lock(
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         client.close()
+
+
+def test_an_opt_out_applies_to_the_next_batch_after_batches_without_user_ids(
+    tmp_path: Path,
+) -> None:
+    # Batches without user ids skip the key store; one with user ids never does.
+    keys = PrivacyStore(tmp_path / "keys.sqlite3")
+    sink = MemorySink()
+    client = Client(sink, flush_interval=60, pseudonymizer=Pseudonymizer(keys))
+    client.track(View(content_id="anonymous"))
+    assert client.flush()
+    PrivacyStore(tmp_path / "keys.sqlite3").opt_out("user-1001")  # another process
+    client.track(View(content_id="anonymous-2"))
+    client.track(View(content_id="gone", user_id="user-1001"))
+    client.track(View(content_id="kept", user_id="user-2002"))
+    assert client.flush()
+    assert [e.content_id for e in sink.events] == ["anonymous", "anonymous-2", "kept"]
+    assert sink.events[-1].user_id == keys.pseudonym("user-2002")
+    assert client.counters.dropped_opted_out == 1
+    client.close()

@@ -76,6 +76,9 @@ class RawBuilder(Protocol):
 
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+# How often a run of batches without user ids still lets the key store apply its
+# rotation schedule (Pseudonymizer.apply), in seconds.
+_KEY_CHECK_S = 1.0
 _EVENT_CLASSES = frozenset(EVENT_TYPES.values())
 _ONLY_TUPLES = {tuple}
 _ONLY_TEXTS = {str}
@@ -131,6 +134,8 @@ class Client:
         # pseudonyms are stable for this process's life only (an in-memory key).
         self.pseudonymizer = pseudonymizer if pseudonymizer is not None else Pseudonymizer()
         self.counters = Counters()
+        # Batches without user ids skip the key store until then (see prepare).
+        self._next_key_check = 0.0
         # Raw records wake the exporter every few thousand, not every batch: each wake-up
         # costs a GIL hand-over that request threads pay for (flush_interval still bounds
         # how long a record waits).
@@ -344,6 +349,16 @@ class Client:
         """
         if not events:
             return events
+        now = time.monotonic()
+        if now < self._next_key_check and not any(
+            getattr(e, "user_id", None) is not None for e in events
+        ):
+            # No user id to pseudonymise or to drop for an opt-out: the key store (a
+            # SQLite read, and a GIL hand-over that costs the exporter milliseconds while
+            # the host's threads run) is consulted once a second for its rotation
+            # schedule, not once a batch.
+            return events
+        self._next_key_check = now + _KEY_CHECK_S
         try:
             kept, dropped = self.pseudonymizer.apply(events)
         except Exception as exc:  # never export raw ids because the key store failed
