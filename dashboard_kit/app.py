@@ -163,7 +163,9 @@ def create_dashboard(
         threading.Thread(target=warm_default_views, name="em-warm", daemon=True).start()
 
     def warm_default_views() -> None:
-        """Every section's default view, owner and creators, asked as background work."""
+        """Every section's view of each preset period (the default, 30 days, first), owner
+        and creators, asked as background work; the owner's and the first creator's cards
+        are kept built."""
         started = time.monotonic()
         quiet = Background(engine)
         defaults = ViewFilters.from_params({})
@@ -182,16 +184,23 @@ def create_dashboard(
             creators = [r["creator"] for r in top.rows if r["creator"]][:warm_creators]
             engine.warm(creators)
             viewers = [Principal.owner()] + [Principal.creator(c) for c in creators[:1]]
-            for principal in viewers:
-                for card in CARDS.values():
-                    if card.section == "item" or (card.owner_only and principal.role != "owner"):
-                        continue
-                    ctx = Context(
-                        quiet, principal, defaults, title_hook, now=cache_clock(cache_ttl)
-                    )
-                    card.build(ctx)
+            for period in WARM_PERIODS:
+                filters = ViewFilters.from_params({"period": period})
+                for principal in viewers:
+                    for card in CARDS.values():
+                        if card.section == "item" or (
+                            card.owner_only and principal.role != "owner"
+                        ):
+                            continue
+                        ctx = Context(
+                            quiet, principal, filters, title_hook, now=cache_clock(cache_ttl)
+                        )
+                        built = card.build(ctx)
+                        key = (principal.scope, card.id, tuple(sorted(filters.params().items())))
+                        finished.put((*key, None), built)
             log.info(
-                "edgemetrics dashboard: default views of the owner and %d creators ready in %.1f s",
+                "edgemetrics dashboard: every preset period's views of the owner and %d "
+                "creators ready in %.1f s",
                 len(creators),
                 time.monotonic() - started,
             )
@@ -466,6 +475,15 @@ def create_dashboard(
             }
         )
 
+    async def ready_api(request: Request) -> Response:
+        """For a load balancer's health check: 200 once the warm-up is done (every preset
+        period's views computed), 503 with Retry-After before; no sign-in needed, and it
+        says nothing but that."""
+        start_warming()
+        if warmed.is_set():
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False}, status_code=503, headers={"Retry-After": "1"})
+
     def status_api(request: Request) -> Response:
         principal = viewer(request)
         if principal is None:
@@ -480,12 +498,13 @@ def create_dashboard(
             return JSONResponse({"error": UNREACHABLE}, status_code=503)
         return JSONResponse({"has_data": result.row_count > 0, "warming": not warmed.is_set()})
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", page),
             Route("/api/card/{card}", card_endpoint),
             Route("/api/overview", offload(overview_api)),
             Route("/api/status", offload(status_api)),
+            Route("/api/ready", ready_api),
             Route("/export/{card}.csv", offload(csv_export)),
             Route("/export/{which}.zip", offload(zip_export)),
             Route("/content/{content_id:path}", offload(item_page)),
@@ -493,9 +512,15 @@ def create_dashboard(
             Mount("/static", app=CachedStatic(directory=STATIC), name="static"),
         ]
     )
+    # Set once the warm-up is done (or off): a host closing the store waits for it.
+    app.state.warmed = warmed
+    app.state.answers = engine
+    return app
 
 
 PAGE_SIZE = 10
+# The periods warmed before api/ready says 200, most asked first.
+WARM_PERIODS = ("30d", "7d", "90d", "today", "all")
 
 
 def revalidated(request: Request, response: Response) -> Response:
