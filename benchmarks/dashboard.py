@@ -11,8 +11,10 @@
    The server owns the store, as in production (``EmbeddedStore(path, retention=Retention())``:
    its maintenance thread keeps the derived tables the engine reads), and starts serving
    once its first maintenance run is done. On its first request the dashboard warms every
-   section's default view (owner and creators) in the background; the benchmark waits for
-   ``api/status`` to say it is done and prints how long it took.
+   section's view of each preset period (owner and creators) in the background; the
+   benchmark polls ``api/ready`` until it answers 200, as a load balancer's health check
+   would before sending traffic, and prints how long it took. No viewer request is sent
+   before, and the load test's whole-run figures start at its first request after that.
    "Cold" is the first visit of each section after that (the default view, precomputed);
    "uncached" the first visit of a view nobody asked for (``UNCACHED``: every card queries
    DuckDB); "warm" a second visit within the answers' TTL (30 s). Goal (the PRD): under
