@@ -14,6 +14,7 @@ Every route takes the filters of :mod:`edgemetrics.dashboard_kit.filters` from t
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import math
@@ -207,6 +208,11 @@ def create_dashboard(
             log.warning("edgemetrics dashboard: warming the default views stopped: %s", exc)
         finally:
             engine.warmed()
+            # The warm answers are many long-lived objects: moved out of the cyclic
+            # collector's generations, so its full passes do not walk them all while
+            # the first viewers are served (freed by reference counting as usual).
+            gc.collect()
+            gc.freeze()
             warmed.set()
 
     def base_of(request: Request) -> str:
