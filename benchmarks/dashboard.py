@@ -11,8 +11,10 @@
    The server owns the store, as in production (``EmbeddedStore(path, retention=Retention())``:
    its maintenance thread keeps the derived tables the engine reads), and starts serving
    once its first maintenance run is done. On its first request the dashboard warms every
-   section's default view (owner and creators) in the background; the benchmark waits for
-   ``api/status`` to say it is done and prints how long it took.
+   section's view of each preset period (owner and creators) in the background; the
+   benchmark polls ``api/ready`` until it answers 200, as a load balancer's health check
+   would before sending traffic, and prints how long it took. No viewer request is sent
+   before, and the load test's whole-run figures start at its first request after that.
    "Cold" is the first visit of each section after that (the default view, precomputed);
    "uncached" the first visit of a view nobody asked for (``UNCACHED``: every card queries
    DuckDB); "warm" a second visit within the answers' TTL (30 s). Goal (the PRD): under
@@ -118,6 +120,19 @@ def serve(store_path: Path, port: int, cache_ttl: float) -> None:
         loop="uvloop",
         http="httptools",
         timeout_keep_alive=120,
+    )
+
+
+def profile(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server's threads (those on CPU) for ``seconds``."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [
+            *(spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50"),
+            *("--format", "raw", "--threads", "--nonblocking", "-o", str(out)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -229,16 +244,16 @@ def build_derived(path: Path) -> None:
 
 
 def wait_warm(base: str) -> float:
-    """Ask ``api/status`` (which starts the dashboard's warm-up) until it is done."""
+    """Ask ``api/ready`` (the first request starts the dashboard's warm-up) until it answers
+    200, as a load balancer's health check would before sending traffic; no viewer request
+    is sent before that."""
     import httpx
 
     started = time.monotonic()
-    with httpx.Client(cookies={"who": "owner"}, timeout=60) as http:
-        while True:
-            status = http.get(base + "api/status").json()
-            if not status.get("warming"):
-                return time.monotonic() - started
+    with httpx.Client(timeout=60) as http:
+        while http.get(base + "api/ready").status_code != 200:
             time.sleep(0.1)
+    return time.monotonic() - started
 
 
 # --- 1. the browser -------------------------------------------------------------------------------
@@ -328,10 +343,13 @@ class Tally:
     def __init__(self) -> None:
         self.t0 = time.monotonic()
         self.samples: list[tuple[float, float]] = []
+        self.slow: list[tuple[float, float, str]] = []  # over the goal: (start, latency, path)
         self.errors: list[str] = []
 
-    def add(self, started: float, latency: float) -> None:
+    def add(self, started: float, latency: float, path: str) -> None:
         self.samples.append((started - self.t0, latency))
+        if latency * 1000 >= GOAL_P95_MS:
+            self.slow.append((started - self.t0, latency, path))
 
 
 async def fetch_all(conn: Conn, paths: list[str], tally: Tally) -> None:
@@ -343,13 +361,13 @@ async def fetch_all(conn: Conn, paths: list[str], tally: Tally) -> None:
             code = await asyncio.wait_for(conn.get(path), REQUEST_TIMEOUT)
         except TimeoutError:
             # Counted at the timeout: a request nobody answered in time is a slow request.
-            tally.add(started, REQUEST_TIMEOUT)
+            tally.add(started, REQUEST_TIMEOUT, path)
             tally.errors.append(f"timeout {path}")
             if conn.writer is not None:
                 conn.writer.close()
             conn.writer = None
             continue
-        tally.add(started, time.monotonic() - started)
+        tally.add(started, time.monotonic() - started, path)
         if code != 200:
             tally.errors.append(f"{code} {path}")
 
@@ -461,7 +479,29 @@ async def load_test(
         "timeouts": sum(1 for e in tally.errors if e.startswith("timeout")),
         "shed": sum(1 for e in tally.errors if e.startswith("503")),
         "error_sample": tally.errors[:5],
+        "windows": windows(tally.samples, 10.0),
+        "slow": slow_kinds(tally.slow),
     }
+
+
+def windows(samples: list[tuple[float, float]], step: float) -> list[tuple[float, int, float]]:
+    """(start of window, requests, p95 ms) for each ``step`` seconds of the run."""
+    by: dict[int, list[float]] = {}
+    for t, latency in samples:
+        by.setdefault(int(t // step), []).append(latency)
+    return [
+        (n * step, len(v), summary([(0, x) for x in v], step)["p95"]) for n, v in sorted(by.items())
+    ]
+
+
+def slow_kinds(slow: list[tuple[float, float, str]]) -> list[tuple[str, int]]:
+    """Requests over the goal, counted by what they asked (the card or asset, the filters)."""
+    counts: dict[str, int] = {}
+    for _, _, path in slow:
+        card, _, query = path.rpartition("/")[2].partition("?")
+        kind = f"{card}?{query}" if query else card
+        counts[kind] = counts.get(kind, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:12]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -488,6 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=30.0,
         help="the dashboard's cache_ttl (its default: 30 s)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record the server's stacks during the load test with py-spy (collapsed stacks "
+        "to this file; the sampling perturbs the figures: not for reporting)",
+    )
     parser.add_argument("--skip-browser", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
@@ -509,7 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures = browser_figures(base)
         finally:
             stop_server(proc)
-        print(f"warm-up of the default views: {warmed:.1f} s (load average {load_average()})")
+        print(
+            f"api/ready answered 200 after {warmed:.1f} s (warm-up of every preset period; "
+            f"load average {load_average()})"
+        )
         print(
             f"\nbrowser: Chromium, owner, {args.events:,} events (ms; goal < {GOAL_PAGE_MS:.0f},"
             f" aim {AIM_PAGE_MS:.0f})"
@@ -527,11 +576,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         proc, base = start_server(store_path, args.cache_ttl)
         try:
             warmed = wait_warm(base)
-            print(f"warm-up of the default views: {warmed:.1f} s (load average {load_average()})")
+            print(
+                f"api/ready answered 200 after {warmed:.1f} s (warm-up of every preset period; "
+                f"load average {load_average()})"
+            )
             pool = creators[: args.creators]
+            spy = profile(proc.pid, args.profile, args.duration) if args.profile else None
             result = asyncio.run(load_test(base, args.users, args.duration, args.warmup, pool))
+            if spy is not None:
+                spy.wait(60)
         finally:
             stop_server(proc)
+        if args.profile:
+            print(f"profile of the server (py-spy, figures perturbed): {args.profile}")
         print(
             f"\nload: {args.users:,} concurrent dashboard users on loopback for "
             f"{args.duration:.0f} s ({args.events:,} events; 90% creators from "
@@ -549,6 +606,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"p50 {r['p50']:>7.1f} ms  p95 {r['p95']:>7.1f} ms  p99 {r['p99']:>7.1f} ms  "
                 f"goal/p95 {GOAL_P95_MS / max(r['p95'], 1e-9):.2f} "
                 f"(goal p95 < {GOAL_P95_MS:.0f} ms)"
+            )
+        print(
+            "p95 per 10 s: "
+            + ", ".join(f"{t:.0f}s {n} req {p:.0f} ms" for t, n, p in result["windows"])
+        )
+        if result["slow"]:
+            print(
+                f"requests over {GOAL_P95_MS:.0f} ms, most frequent: "
+                + ", ".join(f"{k} {n}" for k, n in result["slow"])
             )
         if result["error_sample"]:
             print("first errors:", result["error_sample"])

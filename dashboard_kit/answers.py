@@ -63,6 +63,9 @@ from edgemetrics.query.semantic import CREATOR_FAMILIES, METRICS, TABLES, TENANT
 log = logging.getLogger("edgemetrics.dashboard")
 
 Key = tuple[str, str]
+# (the period's resolved start, each table's (rows, last row id, newest timestamp in epoch
+# ms), when it was taken (epoch s)): see SharedAnswers._version.
+Version = tuple[Any, tuple[tuple[Any, ...], ...], float]
 # Fewer creators than this asking one question: each is asked alone (a creator's own slice
 # is cheaper than a statement grouped over several creators' rows).
 BATCH_MIN = 3
@@ -230,7 +233,9 @@ class SharedAnswers:
         self.computed = 0  # backend runs (a statement for many creators counts once)
         self.shed = 0  # questions answered Overloaded
         self._lock = threading.Lock()
-        self._answers: OrderedDict[Key, tuple[float, Result]] = OrderedDict()
+        # key -> (when computed or revalidated, answer, the data version it was computed on)
+        self._answers: OrderedDict[Key, tuple[float, Result, Version | None]] = OrderedDict()
+        self._versions: dict[str, tuple[float, tuple[Any, ...]]] = {}  # table -> (when, version)
         self._running: dict[Key, Future[Result]] = {}
         self._work: dict[Key, _Work] = {}
         self._until = threading.local()  # a viewer request's deadline (monotonic), if any
@@ -247,6 +252,8 @@ class SharedAnswers:
             max_concurrent or os.cpu_count() or 2, share=background_share, serving=self._serving
         )
         self._batching = batch_creators and _batchable_engine(engine)
+        # Unchanged data: an expired answer computed on the same rows is the same answer.
+        self._revalidating = _batchable_engine(engine) and getattr(engine, "rollups", None) is None
 
     # -- asking ------------------------------------------------------------------------------
 
@@ -269,6 +276,10 @@ class SharedAnswers:
         key = (principal.scope, name)
         now = self.clock()
         batch = self._batching and self._can_batch(query, principal)
+        peek = self._answers.get(key)
+        current = None
+        if peek is not None and peek[2] is not None and self.ttl <= now - peek[0] < self.max_stale:
+            current = self._version(query, name)
         with self._lock:
             if not background:
                 self._count_ask(now)
@@ -278,6 +289,11 @@ class SharedAnswers:
             if held is not None:
                 age = now - held[0]
                 if age < self.ttl:
+                    self._answers.move_to_end(key)
+                    return held[1]
+                if current is not None and held is peek and _unchanged(held[2], current):
+                    # The rows it was computed on are the rows now: still the answer.
+                    self._answers[key] = (now, held[1], held[2])
                     self._answers.move_to_end(key)
                     return held[1]
                 if age < self.max_stale:
@@ -363,13 +379,14 @@ class SharedAnswers:
     ) -> None:
         try:
             with self.slots.held(background=work.low, timeout=self._timeout(work.background)):
+                version = self._version(query, key[1])
                 result = self.engine.run(query, principal)
         except BaseException as exc:
             self._fail([key], [future], exc)
             return
         with self._lock:
             self.computed += 1
-            self._keep(key, result)
+            self._keep(key, result, version)
             self._done(key)
         future.set_result(result)
 
@@ -392,6 +409,7 @@ class SharedAnswers:
                 return
             try:
                 assert batch.query is not None
+                version = self._version(batch.query, qkey)
                 answers = self._answer_creators(batch.query, sorted(waiting))
             except BaseException as exc:
                 self._fail([(f"creator:{c}", qkey) for c in waiting], list(waiting.values()), exc)
@@ -399,7 +417,7 @@ class SharedAnswers:
             with self._lock:
                 for creator, result in answers.items():
                     key = (f"creator:{creator}", qkey)
-                    self._keep(key, result)
+                    self._keep(key, result, version)
                     self._done(key)
             for creator, result in answers.items():
                 waiting[creator].set_result(result)
@@ -499,6 +517,39 @@ class SharedAnswers:
                     chunks += [chunk[:half], chunk[half:]]
         return out
 
+    def _version(self, query: Query, name: str) -> Version | None:
+        """What ``query``'s answer depends on besides the clock, or None when that is not
+        known: the resolved start of its preset period and, for each table it reads, the
+        row count, the last row id and the newest timestamp (each read at most once a
+        second). Taken before the answer is computed: a write during the run makes it
+        differ. An answer is still valid while this stays the same and no stored row is
+        newer than the moment it was computed (only rows written ahead of the clock could
+        enter a period by the clock moving on). Ranges that move with the clock (kept
+        under another name) and custom ranges are never revalidated this way."""
+        if not self._revalidating or name != query.key() or query.time_range.name is None:
+            return None
+        try:
+            families = sorted(plan(query, Principal.owner()).families)
+            start = query.time_range.resolve().start
+            tables = tuple(self._table_version(TABLES[f]) for f in families)
+        except Exception:  # unknown: computed again as usual
+            return None
+        return (start, tables, time.time())
+
+    def _table_version(self, table: str) -> tuple[Any, ...]:
+        held = self._versions.get(table)
+        now = self.clock()
+        if held is not None and now - held[0] < 1.0:
+            return held[1]
+        engine: Any = self.engine
+        row = engine.backend.run(
+            f"SELECT count(*) AS n, max(rowid) AS last, epoch_ms(max(timestamp)) AS newest "
+            f"FROM {table}"
+        )[0]
+        version = (int(row["n"]), row["last"], row["newest"])
+        self._versions[table] = (now, version)
+        return version
+
     def _attributed(self, backend: Any, family: str) -> bool:
         """Whether every stored row of ``family`` is indexed to the creator it is attributed
         to (read in the caller's snapshot). A check holds while the table keeps its row
@@ -572,8 +623,8 @@ class SharedAnswers:
         self._running.pop(key, None)
         self._work.pop(key, None)
 
-    def _keep(self, key: Key, result: Result) -> None:
-        self._answers[key] = (self.clock(), result)
+    def _keep(self, key: Key, result: Result, version: Version | None = None) -> None:
+        self._answers[key] = (self.clock(), result, version)
         self._answers.move_to_end(key)
         while len(self._answers) > self.max_entries:
             self._answers.popitem(last=False)
@@ -587,6 +638,21 @@ class SharedAnswers:
         for future in futures:
             if not future.done():
                 future.set_exception(exc)
+
+
+def _unchanged(old: Version | None, new: Version) -> bool:
+    """Whether an answer computed on ``old`` is still the answer on ``new``: the same period
+    start and tables, and no row newer than the moment ``old`` was taken.
+
+    >>> v = (0, ((5, 4, 1_000),), 2.0)
+    >>> _unchanged(v, (0, ((5, 4, 1_000),), 9.0)), _unchanged(v, (0, ((6, 5, 1_000),), 9.0))
+    (True, False)
+    >>> _unchanged((0, ((5, 4, 3_000),), 2.0), (0, ((5, 4, 3_000),), 9.0))  # a row ahead
+    False
+    """
+    if old is None or old[0] != new[0] or old[1] != new[1]:
+        return False
+    return all(newest is None or newest < old[2] * 1000 for _, _, newest in old[1])
 
 
 def _batchable_engine(engine: Any) -> bool:

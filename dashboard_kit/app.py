@@ -14,6 +14,7 @@ Every route takes the filters of :mod:`edgemetrics.dashboard_kit.filters` from t
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import math
@@ -35,7 +36,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from edgemetrics.query import (
     AccessDenied,
@@ -163,7 +163,9 @@ def create_dashboard(
         threading.Thread(target=warm_default_views, name="em-warm", daemon=True).start()
 
     def warm_default_views() -> None:
-        """Every section's default view, owner and creators, asked as background work."""
+        """Every section's view of each preset period (the default, 30 days, first), owner
+        and creators, asked as background work; the owner's and the first creator's cards
+        are kept built."""
         started = time.monotonic()
         quiet = Background(engine)
         defaults = ViewFilters.from_params({})
@@ -182,16 +184,23 @@ def create_dashboard(
             creators = [r["creator"] for r in top.rows if r["creator"]][:warm_creators]
             engine.warm(creators)
             viewers = [Principal.owner()] + [Principal.creator(c) for c in creators[:1]]
-            for principal in viewers:
-                for card in CARDS.values():
-                    if card.section == "item" or (card.owner_only and principal.role != "owner"):
-                        continue
-                    ctx = Context(
-                        quiet, principal, defaults, title_hook, now=cache_clock(cache_ttl)
-                    )
-                    card.build(ctx)
+            for period in WARM_PERIODS:
+                filters = ViewFilters.from_params({"period": period})
+                for principal in viewers:
+                    for card in CARDS.values():
+                        if card.section == "item" or (
+                            card.owner_only and principal.role != "owner"
+                        ):
+                            continue
+                        ctx = Context(
+                            quiet, principal, filters, title_hook, now=cache_clock(cache_ttl)
+                        )
+                        built = card.build(ctx)
+                        key = (principal.scope, card.id, tuple(sorted(filters.params().items())))
+                        finished.put((*key, None), built)
             log.info(
-                "edgemetrics dashboard: default views of the owner and %d creators ready in %.1f s",
+                "edgemetrics dashboard: every preset period's views of the owner and %d "
+                "creators ready in %.1f s",
                 len(creators),
                 time.monotonic() - started,
             )
@@ -199,6 +208,11 @@ def create_dashboard(
             log.warning("edgemetrics dashboard: warming the default views stopped: %s", exc)
         finally:
             engine.warmed()
+            # The warm answers are many long-lived objects: moved out of the cyclic
+            # collector's generations, so its full passes do not walk them all while
+            # the first viewers are served (freed by reference counting as usual).
+            gc.collect()
+            gc.freeze()
             warmed.set()
 
     def base_of(request: Request) -> str:
@@ -466,6 +480,15 @@ def create_dashboard(
             }
         )
 
+    async def ready_api(request: Request) -> Response:
+        """For a load balancer's health check: 200 once the warm-up is done (every preset
+        period's views computed), 503 with Retry-After before; no sign-in needed, and it
+        says nothing but that."""
+        start_warming()
+        if warmed.is_set():
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False}, status_code=503, headers={"Retry-After": "1"})
+
     def status_api(request: Request) -> Response:
         principal = viewer(request)
         if principal is None:
@@ -480,22 +503,29 @@ def create_dashboard(
             return JSONResponse({"error": UNREACHABLE}, status_code=503)
         return JSONResponse({"has_data": result.row_count > 0, "warming": not warmed.is_set()})
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", page),
             Route("/api/card/{card}", card_endpoint),
             Route("/api/overview", offload(overview_api)),
             Route("/api/status", offload(status_api)),
+            Route("/api/ready", ready_api),
             Route("/export/{card}.csv", offload(csv_export)),
             Route("/export/{which}.zip", offload(zip_export)),
             Route("/content/{content_id:path}", offload(item_page)),
             Route("/{section}", page),
-            Mount("/static", app=CachedStatic(directory=STATIC), name="static"),
+            Mount("/static", app=VendoredAssets(STATIC), name="static"),
         ]
     )
+    # Set once the warm-up is done (or off): a host closing the store waits for it.
+    app.state.warmed = warmed
+    app.state.answers = engine
+    return app
 
 
 PAGE_SIZE = 10
+# The periods warmed before api/ready says 200, most asked first.
+WARM_PERIODS = ("30d", "7d", "90d", "today", "all")
 
 
 def revalidated(request: Request, response: Response) -> Response:
@@ -529,14 +559,56 @@ class Background:
         return self.answers.run_keyed(query, principal, name, background=True)
 
 
-class CachedStatic(StaticFiles):
-    """The vendored assets; their URLs carry a content hash, so browsers keep them a year."""
+ASSET_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
-    async def get_response(self, path: str, scope: Any) -> Response:
-        response = await super().get_response(path, scope)
-        if response.status_code == 200 and b"v=" in scope.get("query_string", b""):
-            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
-        return response
+
+class VendoredAssets:
+    """The vendored assets, read once and served from memory on the event loop (no file
+    lookups, no thread hop). URLs that carry the content hash (``?v=``) are kept a year by
+    browsers; an ETag answers a revalidation with 304.
+
+    >>> from starlette.testclient import TestClient
+    >>> client = TestClient(VendoredAssets(STATIC))
+    >>> r = client.get("/dashboard.css?v=1")
+    >>> r.status_code, r.headers["content-type"], r.headers["cache-control"]
+    (200, 'text/css; charset=utf-8', 'public, max-age=31536000, immutable')
+    >>> client.get("/dashboard.css", headers={"If-None-Match": r.headers["etag"]}).status_code
+    304
+    >>> client.get("/nope.js").status_code, client.post("/dashboard.css").status_code
+    (404, 405)
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.files: dict[str, tuple[bytes, str, str]] = {}
+        for path in sorted(directory.iterdir()):
+            if path.is_file():
+                body = path.read_bytes()
+                digest = hashlib.sha1(body, usedforsecurity=False).hexdigest()
+                kind = ASSET_TYPES.get(path.suffix, "application/octet-stream")
+                self.files["/" + path.name] = (body, kind, f'"{digest}"')
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "/")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # Starlette's Mount leaves the prefix in path
+            path = path[len(root) :]
+        response: Response
+        if scope["method"] not in ("GET", "HEAD"):
+            response = Response("Method Not Allowed", status_code=405, headers={"Allow": "GET"})
+        elif (found := self.files.get(path)) is None:
+            response = Response("Not Found", status_code=404, media_type="text/plain")
+        else:
+            body, kind, tag = found
+            held = b"v=" in scope.get("query_string", b"")
+            headers = {
+                "ETag": tag,
+                "Cache-Control": "public, max-age=31536000, immutable" if held else "no-cache",
+            }
+            if tag in Request(scope).headers.get("if-none-match", ""):
+                response = Response(status_code=304, headers=headers)
+            else:
+                response = Response(body, media_type=kind, headers=headers)
+        await response(scope, receive, send)
 
 
 class BuiltCards:

@@ -71,6 +71,56 @@ def test_an_expired_answer_is_served_while_one_refresh_runs(tmp_path: Path) -> N
     store.close()
 
 
+def test_an_expired_answer_on_unchanged_rows_is_kept_not_computed_again(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "em.duckdb")
+    store.write(views(3))
+    now = [1000.0]
+    answers = SharedAnswers(
+        Engine(EmbeddedBackend(store), cache_ttl=0), ttl=30, max_stale=60, clock=lambda: now[0]
+    )
+    owner = Principal.owner()
+    assert answers.run(VIEWS, owner).value("views") == 3.0
+    now[0] += 35  # expired; the table holds the rows it was computed on
+    assert answers.run(VIEWS, owner).value("views") == 3.0
+    time.sleep(0.2)
+    assert answers.computed == 1
+    now[0] += 35  # and again: revalidated, not recomputed
+    assert answers.run(VIEWS, owner).value("views") == 3.0
+    assert answers.computed == 1
+    store.write(views(2))
+    now[0] += 35  # new rows: served once more while the refresh runs, then the new answer
+    assert answers.run(VIEWS, owner).value("views") == 3.0
+    deadline = time.monotonic() + 10
+    while answers.computed < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert answers.run(VIEWS, owner).value("views") == 5.0
+    # A deletion changes the rows too (the same count after one more write and a delete).
+    store.write(views(1))
+    now[0] += 35
+    answers.run(VIEWS, owner)
+    while answers.computed < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert answers.run(VIEWS, owner).value("views") == 6.0
+    store.execute(
+        "DELETE FROM edgemetrics_content WHERE rowid = (SELECT min(rowid) FROM edgemetrics_content)"
+    )
+    store.write(views(1))
+    now[0] += 35
+    answers.run(VIEWS, owner)
+    while answers.computed < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert answers.computed == 4
+    # A period moving with the clock is never kept this way.
+    rolling = Query(("views",), time_range=TimeRange.last(timedelta(hours=1)))
+    answers.run_keyed(rolling, owner, "last-hour")
+    now[0] += 35
+    answers.run_keyed(rolling, owner, "last-hour")
+    while answers.computed < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert answers.computed == 6
+    store.close()
+
+
 # --- many creators, one statement ----------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

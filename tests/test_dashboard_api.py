@@ -77,6 +77,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     with serve_asgi(app) as url:
         yield url
+    assert app.state.warmed.wait(60)  # no warm-up query left running on the store
     store.close()
 
 
@@ -201,3 +202,37 @@ def test_a_card_the_browser_holds_is_answered_not_modified(base: str) -> None:
         base + "/api/card/kpi_views?period=all", headers={"x-who": "owner", "If-None-Match": tag}
     )
     assert other.status_code == 200 and other.headers["etag"] != tag
+
+
+def test_ready_once_every_preset_period_is_warm(tmp_path: Any) -> None:
+    """api/ready: 503 with Retry-After while warming (no sign-in asked), then 200; by then
+    each preset period's cards are computed, for the owner and for the creators."""
+    store = EmbeddedStore(tmp_path / "em.duckdb")
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    store.write(
+        [
+            encode(View(content_id=f"v{i % 4}", creator_id=f"c{i % 4}", timestamp=now))
+            for i in range(40)
+        ]
+    )
+    app = create_dashboard(store, authenticate=who)
+    with serve_asgi(app) as url:
+        seen = set()
+        for _ in range(600):
+            answer = httpx.get(url + "/api/ready")
+            seen.add(answer.status_code)
+            if answer.status_code == 200:
+                break
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert answer.status_code == 200 and answer.json() == {"ready": True}, seen
+        computed = app.state.answers.computed
+        for period in ("today", "7d", "30d", "90d", "all"):
+            for role in ("owner", "creator:c1", "creator:c3"):
+                card = get(url, f"/api/card/top_countries?period={period}", role)
+                assert card.status_code == 200
+        # Nothing was asked of the store: every answer was warm.
+        assert app.state.answers.computed == computed
+        fresh = get(url, "/api/card/kpi_views?period=7d&device=mobile", "owner")
+        assert fresh.status_code == 200 and app.state.answers.computed > computed
+    assert app.state.warmed.wait(60)
+    store.close()

@@ -59,12 +59,14 @@ def host_app(store: EmbeddedStore, titles: dict[str, str]) -> Starlette:
         titles=lambda ids: {i: titles[i] for i in ids if i in titles},
         name="Test platform analytics",
     )
-    return Starlette(
+    host = Starlette(
         routes=[
             Route("/", lambda request: PlainTextResponse("host home")),
             Mount("/platform/analytics", app=dashboard),
         ]
     )
+    host.state.warmed = dashboard.state.warmed
+    return host
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +80,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Embedded
 @pytest.fixture(scope="module")
 def base(dataset: tuple[EmbeddedStore, Dataset]) -> Iterator[str]:
     store, data = dataset
-    with serve_asgi(host_app(store, data.titles)) as url:
+    app = host_app(store, data.titles)
+    with serve_asgi(app) as url:
         yield url + "/platform/analytics/"
+    assert app.state.warmed.wait(60)  # no warm-up query left running on the store
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +399,8 @@ def test_error_pages_say_what_happened(browser: Any, tmp_path: Path) -> None:
     from edgemetrics.query import CloudflareBackend
 
     empty = EmbeddedStore(tmp_path / "empty.duckdb")
-    app = Starlette(routes=[Mount("/a", app=create_dashboard(empty, authenticate=who))])
+    dashboard = create_dashboard(empty, authenticate=who)
+    app = Starlette(routes=[Mount("/a", app=dashboard)])
     with serve_asgi(app) as url:
         page = page_as(browser, url + "/a/", "owner")
         open_filled(page, url + "/a/")
@@ -407,6 +412,7 @@ def test_error_pages_say_what_happened(browser: Any, tmp_path: Path) -> None:
         assert response.status == 403 and "not allowed" in anonymous.inner_text("main")
         anonymous.close()
         page.context.close()
+    assert dashboard.state.warmed.wait(60)
     empty.close()
     # A backend nobody answers on: the shell still renders, and says so.
     from support import free_port
@@ -431,7 +437,8 @@ def test_sampled_figures_show_as_estimates_with_intervals(browser: Any, tmp_path
     store.write(
         [encode(View(content_id="v1", creator_id="c1", country="DE"), 20) for _ in range(30)]
     )
-    app = Starlette(routes=[Mount("/a", app=create_dashboard(store, authenticate=who))])
+    dashboard = create_dashboard(store, authenticate=who)
+    app = Starlette(routes=[Mount("/a", app=dashboard)])
     with serve_asgi(app) as url:
         page = page_as(browser, url + "/a/", "owner")
         open_filled(page, url + "/a/?period=today")
@@ -441,4 +448,5 @@ def test_sampled_figures_show_as_estimates_with_intervals(browser: Any, tmp_path
         assert "≈600 (95% CI" in page.inner_text('[data-card="top_countries"]')
         shot(page, "estimates")
         page.context.close()
+    assert dashboard.state.warmed.wait(60)
     store.close()

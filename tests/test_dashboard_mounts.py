@@ -29,9 +29,11 @@ def owner_by_cookie(request: Request) -> Principal | None:
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     store = EmbeddedStore(tmp_path_factory.mktemp("mounts") / "em.duckdb")
     store.write([encode(View(content_id=f"v{i % 3}", creator_id="c1")) for i in range(7)])
-    yield create_dashboard(
+    app = create_dashboard(
         store, authenticate=owner_by_cookie, titles=lambda ids: {i: f"Title {i}" for i in ids}
     )
+    yield app
+    assert app.state.warmed.wait(60)  # no warm-up query left running on the store
     store.close()
 
 
