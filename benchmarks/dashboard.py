@@ -108,7 +108,10 @@ def serve(store_path: Path, port: int, cache_ttl: float) -> None:
 
     app = Starlette(
         routes=[
-            Mount("/analytics", app=create_dashboard(store, authenticate=who, cache_ttl=cache_ttl))
+            Mount(
+                "/analytics",
+                app=create_dashboard(store, authenticate=who, cache_ttl=cache_ttl, freeze_gc=True),
+            )
         ]
     )
     uvicorn.run(

@@ -100,6 +100,7 @@ def create_dashboard(
     cache_ttl: float = 30.0,
     warm: bool = True,
     warm_creators: int = 5000,
+    freeze_gc: bool = False,
 ) -> Starlette:
     """Build the dashboard app to mount in the host.
 
@@ -113,6 +114,10 @@ def create_dashboard(
     section's default view for the owner and for the ``warm_creators`` creators with the
     most views in the default period, so the first visitors find them ready
     (``api/status`` says ``"warming": true`` until that is done).
+    ``freeze_gc``: after the warm-up, run a full collection and ``gc.freeze()`` so the
+    collector's full passes skip the many long-lived warm answers (and everything else alive
+    then, the host's objects included: process-wide, hence the host's choice; off by
+    default).
 
     >>> import os, tempfile
     >>> from starlette.testclient import TestClient
@@ -208,11 +213,12 @@ def create_dashboard(
             log.warning("edgemetrics dashboard: warming the default views stopped: %s", exc)
         finally:
             engine.warmed()
-            # The warm answers are many long-lived objects: moved out of the cyclic
-            # collector's generations, so its full passes do not walk them all while
-            # the first viewers are served (freed by reference counting as usual).
-            gc.collect()
-            gc.freeze()
+            if freeze_gc:
+                # The warm answers are many long-lived objects: moved out of the cyclic
+                # collector's generations, so its full passes do not walk them all while
+                # the first viewers are served (freed by reference counting as usual).
+                gc.collect()
+                gc.freeze()
             warmed.set()
 
     def base_of(request: Request) -> str:
