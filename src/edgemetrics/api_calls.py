@@ -264,6 +264,7 @@ class ApiCallRecorder:
         checked, offset = _offset
         last_ms = -1
         stamp = ""
+        first, last = 1.0, 0.0  # the starts seen in last_ms: an empty span
         # The previous record's key and template: a run of requests to one endpoint
         # (the usual batch) compares five fields instead of hashing a key per record.
         last_method: Any = None
@@ -301,10 +302,19 @@ class ApiCallRecorder:
                 last_authenticated, last_weight = authenticated, weight
             if start - checked > 1.0:
                 checked, offset = _measure_offset()
-            ms = int((start + offset) * 1000)
-            if ms != last_ms:
-                last_ms = ms
-                stamp = iso_ms(ms)
+                first, last = 1.0, 0.0  # a new offset: the span below no longer holds
+            if not first <= start <= last:
+                # The millisecond of a start outside the span of starts already seen in
+                # ``last_ms``; inside it, it is the same (the conversion is monotonic).
+                ms = int((start + offset) * 1000)
+                if ms != last_ms:
+                    last_ms = ms
+                    stamp = iso_ms(ms)
+                    first = last = start
+                elif start < first:
+                    first = start
+                else:
+                    last = start
             duration = end - start
             # Duration in whole microseconds written as "<us>e-3" milliseconds: a JSON
             # number equal to the model's value, without formatting a float.
