@@ -131,7 +131,9 @@ class _Recorded:
             else:
                 self._route = route_of(environ)
             for name, value in headers:
-                if len(name) == 14 and name.lower() == "content-length":
+                if len(name) == 14 and (
+                    name == "Content-Length" or name.lower() == "content-length"
+                ):
                     self._length = int(value)
                     break
         except Exception:
