@@ -28,6 +28,7 @@ request is recorded as a 500 and the same exception propagates.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter
 from types import TracebackType
@@ -35,6 +36,8 @@ from typing import Any
 
 import edgemetrics
 from edgemetrics.api_calls import UNMATCHED_ROUTE, ApiCallRecorder
+
+log = logging.getLogger("edgemetrics")
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -166,9 +169,18 @@ class _Recorded:
         finally:
             self._finish()
 
+    def _closed(self) -> None:
+        # First of the close callbacks of a Werkzeug ClosingIterator returned as it is
+        # (its length declared): the server has sent the body and closes it now.
+        try:
+            length = self._length
+            if length is not None and self.environ.get("REQUEST_METHOD") != "HEAD":
+                self._size = length
+            self._finish()
+        except Exception:  # instrumentation must never break the response's close
+            log.debug("edgemetrics: could not record a request", exc_info=True)
+
     def _finish(self) -> None:
-        # Records the request: from close(), or as the first close callback of a
-        # Werkzeug response returned to the server as it is (see the middleware).
         end = perf_counter()
         line = self._line
         status = 500
@@ -289,9 +301,7 @@ class EdgeMetricsWSGIMiddleware:
             # close: fewer calls per request).
             callbacks = getattr(body, "_callbacks", None)
             if type(callbacks) is list:
-                if environ.get("REQUEST_METHOD") != "HEAD":
-                    request._size = request._length
-                callbacks.insert(0, request._finish)
+                callbacks.insert(0, request._closed)
                 return body
         return request
 
