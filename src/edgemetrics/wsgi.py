@@ -28,7 +28,6 @@ request is recorded as a 500 and the same exception propagates.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter
 from types import TracebackType
@@ -36,8 +35,6 @@ from typing import Any
 
 import edgemetrics
 from edgemetrics.api_calls import UNMATCHED_ROUTE, ApiCallRecorder
-
-log = logging.getLogger("edgemetrics")
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -167,52 +164,38 @@ class _Recorded:
             if close is not None:
                 close()
         finally:
-            self._finish()
-
-    def _closed(self) -> None:
-        # First of the close callbacks of a Werkzeug ClosingIterator returned as it is
-        # (its length declared): the server has sent the body and closes it now.
-        try:
-            length = self._length
-            if length is not None and self.environ.get("REQUEST_METHOD") != "HEAD":
-                self._size = length
-            self._finish()
-        except Exception:  # instrumentation must never break the response's close
-            log.debug("edgemetrics: could not record a request", exc_info=True)
-
-    def _finish(self) -> None:
-        end = perf_counter()
-        line = self._line
-        status = 500
-        if line is not None and not self._failed:
-            status = _STATUS_CODES.get(line) or _status_code(line)
-        middleware = self._middleware
-        route = self._route
-        client = edgemetrics._client
-        if client is not None and route is not None and middleware._authenticated is None:
-            # EdgeMetricsWSGIMiddleware._record, inlined for the usual request (route
-            # read at start_response, no authenticated hook): this runs once per request.
-            record = (
-                middleware.recorder,
-                self.environ.get("REQUEST_METHOD", "GET"),
-                route,
-                status,
-                self._start,
-                end,
-                self._size,
-                False,
-                middleware._weight,
-            )
-            buffer = client._buffer
-            depth = len(buffer)
-            if depth < client.max_buffer:
-                buffer.append(record)
-                if depth + 1 == client._raw_wake:
-                    client._exporter.wake()
+            end = perf_counter()
+            line = self._line
+            status = 500
+            if line is not None and not self._failed:
+                status = _STATUS_CODES.get(line) or _status_code(line)
+            middleware = self._middleware
+            route = self._route
+            client = edgemetrics._client
+            if client is not None and route is not None and middleware._authenticated is None:
+                # EdgeMetricsWSGIMiddleware._record, inlined for the usual request (route
+                # read at start_response, no authenticated hook): this runs once per request.
+                record = (
+                    middleware.recorder,
+                    self.environ.get("REQUEST_METHOD", "GET"),
+                    route,
+                    status,
+                    self._start,
+                    end,
+                    self._size,
+                    False,
+                    middleware._weight,
+                )
+                buffer = client._buffer
+                depth = len(buffer)
+                if depth < client.max_buffer:
+                    buffer.append(record)
+                    if depth + 1 == client._raw_wake:
+                        client._exporter.wake()
+                else:
+                    client.counters.add(dropped_buffer_full=1)
             else:
-                client.counters.add(dropped_buffer_full=1)
-        else:
-            middleware._record(self.environ, status, self._start, self._size, route, end)
+                middleware._record(self.environ, status, self._start, self._size, route, end)
 
 
 # Status code per status line ("200 OK", ...): lines repeat, parsing each costs more than
@@ -263,11 +246,6 @@ class EdgeMetricsWSGIMiddleware:
         self._authenticated = authenticated
         self._filtered = self.recorder.needs_filter
         self._weight = self.recorder.sample_interval
-        try:
-            from werkzeug.wsgi import ClosingIterator
-        except ImportError:  # no Werkzeug: every response is wrapped
-            ClosingIterator = None  # type: ignore[assignment,misc]
-        self._closing: type | None = ClosingIterator
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if edgemetrics._client is None:
@@ -290,19 +268,10 @@ class EdgeMetricsWSGIMiddleware:
         request._failed = False
         request._start = start = perf_counter()
         try:
-            request._body = body = self.app(environ, request.start_response)
+            request._body = self.app(environ, request.start_response)
         except BaseException:
             self._record(environ, 500, start, 0, None)
             raise
-        if type(body) is self._closing and request._length is not None:
-            # Werkzeug's (Flask's) response iterable, its length declared: nothing to
-            # count per chunk, so it goes to the server as it is, and the request is
-            # recorded by the first of its close callbacks (no wrapper to iterate and
-            # close: fewer calls per request).
-            callbacks = getattr(body, "_callbacks", None)
-            if type(callbacks) is list:
-                callbacks.insert(0, request._closed)
-                return body
         return request
 
     def _record(
