@@ -99,11 +99,38 @@ _templates: dict[int, list[tuple[Any, Any, Any, Any, str]]] = {}
 _MAX_TEMPLATES = 4096
 
 
+# The templates of routes seen with no FastAPI scope (the usual request), by route
+# identity, for the request path: (route, root_path, app_root_path, template). Filled on
+# the exporter thread by _template_of_parts; the request path reads it with one lookup,
+# and a record whose route is found there carries its template instead of scope parts.
+_plain: dict[int, tuple[Any, Any, Any, str]] = {}
+
+
 def _template_of_parts(parts: ScopeParts) -> str:
     route, fastapi_scope, root_path, app_root_path, _ = parts
     if route is None:
         return UNMATCHED_ROUTE
-    context = fastapi_scope.get("effective_route_context") if fastapi_scope else None
+    if fastapi_scope is None:
+        known = _plain.get(id(route))
+        if (
+            known is not None
+            and known[0] is route
+            and known[1] == root_path
+            and known[2] == app_root_path
+        ):
+            return known[3]
+        template = route_template(
+            {"route": route, "root_path": root_path, "app_root_path": app_root_path}
+            if app_root_path is not None
+            else {"route": route, "root_path": root_path}
+            if root_path is not None
+            else {"route": route}
+        )
+        if len(_plain) >= _MAX_TEMPLATES:
+            _plain.clear()
+        _plain[id(route)] = (route, root_path, app_root_path, template)
+        return template
+    context = fastapi_scope.get("effective_route_context")
     seen = _templates.get(id(route))
     if seen is not None:
         for known, known_context, known_root, known_app_root, template in seen:
@@ -218,6 +245,7 @@ class EdgeMetricsMiddleware:
             # they reference) in the buffer would cost the garbage collector dearly.
             get = scope.get
             user = get("user")
+            route = get("route")
             # No user in the scope (no authentication middleware): anonymous, known now;
             # else the exporter thread reads ``user.is_authenticated``.
             authenticated = False if user is None else None
@@ -226,10 +254,26 @@ class EdgeMetricsMiddleware:
                     authenticated = bool(self._authenticated(scope))
                 except Exception:
                     authenticated = False
+            # A route already seen (with the same mount, no FastAPI scope): its template,
+            # known now; else the parts of the scope the exporter thread resolves it from.
+            known = _plain.get(id(route))
+            if route is None and authenticated is not None:
+                info: Any = UNMATCHED_ROUTE  # no route matched: nothing to resolve
+            elif (
+                known is not None
+                and known[0] is route
+                and authenticated is not None
+                and known[1] == get("root_path")
+                and known[2] == get("app_root_path")
+                and get("fastapi") is None
+            ):
+                info = known[3]
+            else:
+                info = (route, get("fastapi"), get("root_path"), get("app_root_path"), user)
             record = (
                 recorder,
                 scope["method"],
-                (get("route"), get("fastapi"), get("root_path"), get("app_root_path"), user),
+                info,
                 status,
                 start,
                 end or perf_counter(),

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from edgemetrics.batch import Batch, BatchRejected, SinkError, new_batch_id
 from edgemetrics.events import Event
 from edgemetrics.spool import SpooledBatch, SpoolError
-from edgemetrics.wire import WireEvent, encode_body, encode_events, gzip_body
+from edgemetrics.wire import WireEvent, encode_body, encode_events, encode_texts, gzip_body
 
 if TYPE_CHECKING:
     from edgemetrics.client import Client
@@ -291,13 +291,15 @@ class Exporter:
         """
         if self._takes_events:
             return [Batch(events)]  # type: ignore[arg-type]  # models only (see _build)
-        array = encode_events(events)
+        # Wire texts only (an API's requests) is told by one C-level scan, made once.
+        kinds = set(map(type, events))
+        texts_only = len(kinds) == 1 and str in kinds
+        array = encode_texts(events) if texts_only else encode_events(events)  # type: ignore[arg-type]
         if len(array) > self.client.max_batch_bytes and len(events) > 1:
             half = len(events) // 2
             return self._batches(events[:half]) + self._batches(events[half:])
         batch_id = new_batch_id()
         # The body holds every event; ``events`` keeps the models among them.
-        kinds = set(map(type, events))
         if str not in kinds:
             models = list(events)
         elif len(kinds) == 1:

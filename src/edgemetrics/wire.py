@@ -59,9 +59,7 @@ def encode_events(events: Sequence[Event | WireEvent]) -> bytes:
     b'[{"type":"view","content_id":"v0"},{"typ'
     """
     if set(map(type, events)) == _ONLY_TEXTS:
-        # Wire texts only (an API's requests): one join, with the brackets around it
-        # ("[" + array + "]" without copying the array twice).
-        return ",".join(cast(Sequence[str], events)).join(("[", "]")).encode()
+        return encode_texts(cast(Sequence[str], events))
     pieces: list[bytes] = []
     texts: list[str] = []
     models: list[dict[str, Any]] = []
@@ -98,6 +96,16 @@ def encode_events(events: Sequence[Event | WireEvent]) -> bytes:
             return orjson.dumps(models)
         pieces.append(orjson.dumps(models)[1:-1])
     return b"[" + b",".join(pieces) + b"]"
+
+
+def encode_texts(texts: Sequence[WireEvent]) -> bytes:
+    """The JSON array of events all in wire form (an API's requests): one join, with the
+    brackets around it ("[" + array + "]" without copying the array twice).
+
+    >>> encode_texts(['{"type":"view"}', '{"type":"like"}'])
+    b'[{"type":"view"},{"type":"like"}]'
+    """
+    return ",".join(texts).join(("[", "]")).encode()
 
 
 def encode_body(batch_id: str, events: Sequence[Event | WireEvent] | bytes) -> bytes:

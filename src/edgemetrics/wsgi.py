@@ -45,6 +45,7 @@ __all__ = ["ROUTE_KEY", "EdgeMetricsWSGIMiddleware", "werkzeug_route"]
 
 
 ROUTE_KEY = "edgemetrics.route"
+_new = object.__new__
 
 
 def werkzeug_route(environ: Environ) -> str:
@@ -71,28 +72,76 @@ def werkzeug_route(environ: Environ) -> str:
 
 
 class _Recorded:
-    """The response iterable, counted and timed; records the request when closed."""
+    """One request: its ``start_response`` (a bound method the app calls), then the
+    response iterable, counted and timed; records the request when the server closes it.
 
-    __slots__ = ("_body", "_failed", "_middleware", "_size", "_start", "_state", "environ")
+    One object per request carries what a closure, a state list and a wrapper did: it is
+    made without ``__init__`` (the middleware sets its slots), so a request pays one
+    allocation and no Python call to set it up.
+    """
 
-    def __init__(
-        self,
-        middleware: EdgeMetricsWSGIMiddleware,
-        environ: Environ,
-        body: Iterable[bytes],
-        start: float,
-        state: list[Any],
-    ) -> None:
-        self._middleware = middleware
-        self.environ = environ
-        self._body = body
-        self._start = start
-        self._state = state  # [status line, route, content length], set by start_response
-        self._size = 0
-        self._failed = False
+    __slots__ = (
+        "_body",
+        "_failed",
+        "_length",
+        "_line",
+        "_middleware",
+        "_route",
+        "_server_start_response",
+        "_size",
+        "_start",
+        "environ",
+    )
+
+    _body: Iterable[bytes]
+    _failed: bool
+    _length: int | None
+    _line: str | None
+    _middleware: EdgeMetricsWSGIMiddleware
+    _route: str | None
+    _server_start_response: StartResponse
+    _size: int
+    _start: float
+    environ: Environ
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        """The ``start_response`` the app is given: notes the status line, the route and
+        a declared length, then calls the server's."""
+        # The app has routed and answers now, while its request object is still alive
+        # (Flask drops it from the environ before returning): read the route.
+        self._line = status
+        try:
+            environ = self.environ
+            route_of = self._middleware._route
+            if route_of is werkzeug_route:
+                # werkzeug_route, inlined for Flask (the default): one call fewer.
+                template = environ.get(ROUTE_KEY)
+                if template is None:
+                    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+                    template = getattr(rule, "rule", None)
+                if type(template) is not str:
+                    template = UNMATCHED_ROUTE
+                else:
+                    script = environ.get("SCRIPT_NAME")
+                    if script:
+                        template = str(script).rstrip("/") + template
+                self._route = template
+            else:
+                self._route = route_of(environ)
+            for name, value in headers:
+                if len(name) == 14 and (
+                    name == "Content-Length" or name.lower() == "content-length"
+                ):
+                    self._length = int(value)
+                    break
+        except Exception:
+            self._route = self._route or UNMATCHED_ROUTE
+        return self._server_start_response(status, headers, exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
-        length = self._state[2]
+        length = self._length
         if length is not None:
             # The app declared its length: hand the server the body's own iterator, so
             # a response pays nothing per chunk.
@@ -115,11 +164,38 @@ class _Recorded:
             if close is not None:
                 close()
         finally:
-            line, route, _ = self._state
+            end = perf_counter()
+            line = self._line
             status = 500
             if line is not None and not self._failed:
                 status = _STATUS_CODES.get(line) or _status_code(line)
-            self._middleware._record(self.environ, status, self._start, self._size, route)
+            middleware = self._middleware
+            route = self._route
+            client = edgemetrics._client
+            if client is not None and route is not None and middleware._authenticated is None:
+                # EdgeMetricsWSGIMiddleware._record, inlined for the usual request (route
+                # read at start_response, no authenticated hook): this runs once per request.
+                record = (
+                    middleware.recorder,
+                    self.environ.get("REQUEST_METHOD", "GET"),
+                    route,
+                    status,
+                    self._start,
+                    end,
+                    self._size,
+                    False,
+                    middleware._weight,
+                )
+                buffer = client._buffer
+                depth = len(buffer)
+                if depth < client.max_buffer:
+                    buffer.append(record)
+                    if depth + 1 == client._raw_wake:
+                        client._exporter.wake()
+                else:
+                    client.counters.add(dropped_buffer_full=1)
+            else:
+                middleware._record(self.environ, status, self._start, self._size, route, end)
 
 
 # Status code per status line ("200 OK", ...): lines repeat, parsing each costs more than
@@ -183,51 +259,32 @@ class EdgeMetricsWSGIMiddleware:
                 skip = True
             if skip:
                 return self.app(environ, start_response)
-        start = perf_counter()
-        state: list[Any] = [None, None, None]
-        route_of = self._route
-
-        def start_response_wrapper(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            # The app has routed and answers now, while its request object is still
-            # alive (Flask drops it from the environ before returning): read the route.
-            state[0] = status
-            try:
-                if route_of is werkzeug_route:
-                    # werkzeug_route, inlined for Flask (the default): one call fewer.
-                    template = environ.get(ROUTE_KEY)
-                    if template is None:
-                        rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-                        template = getattr(rule, "rule", None)
-                    if type(template) is not str:
-                        template = UNMATCHED_ROUTE
-                    else:
-                        script = environ.get("SCRIPT_NAME")
-                        if script:
-                            template = str(script).rstrip("/") + template
-                    state[1] = template
-                else:
-                    state[1] = route_of(environ)
-                for name, value in headers:
-                    if len(name) == 14 and name.lower() == "content-length":
-                        state[2] = int(value)
-                        break
-            except Exception:
-                state[1] = state[1] or UNMATCHED_ROUTE
-            return start_response(status, headers, exc_info)
-
+        request = _new(_Recorded)
+        request._middleware = self
+        request.environ = environ
+        request._server_start_response = start_response
+        request._line = request._route = request._length = None
+        request._size = 0
+        request._failed = False
+        request._start = start = perf_counter()
         try:
-            body = self.app(environ, start_response_wrapper)
+            request._body = self.app(environ, request.start_response)
         except BaseException:
             self._record(environ, 500, start, 0, None)
             raise
-        return _Recorded(self, environ, body, start, state)
+        return request
 
     def _record(
-        self, environ: Environ, status: int, start: float, size: int, route: str | None
+        self,
+        environ: Environ,
+        status: int,
+        start: float,
+        size: int,
+        route: str | None,
+        end: float | None = None,
     ) -> None:
-        end = perf_counter()
+        if end is None:
+            end = perf_counter()
         client = edgemetrics._client
         if client is None:
             return
