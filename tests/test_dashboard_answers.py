@@ -23,6 +23,22 @@ def views(n: int, creator: str = "c1") -> list:  # type: ignore[type-arg]
     return [encode(View(content_id="v1", creator_id=creator)) for _ in range(n)]
 
 
+def clocked_answers(store: EmbeddedStore) -> tuple[SharedAnswers, list[float]]:
+    """Shared answers over ``store`` on a clock the test moves (``now[0] += seconds``)."""
+    now = [1000.0]
+    answers = SharedAnswers(
+        Engine(EmbeddedBackend(store), cache_ttl=0), ttl=30, max_stale=60, clock=lambda: now[0]
+    )
+    return answers, now
+
+
+def wait_computed(answers: SharedAnswers, n: int) -> None:
+    """Wait (up to 10 s) for the refreshes running behind the scenes to reach ``n``."""
+    deadline = time.monotonic() + 10
+    while answers.computed < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_fifty_viewers_at_once_cost_one_query(tmp_path: Path) -> None:
     store = EmbeddedStore(tmp_path / "em.duckdb")
     store.write(views(500))
@@ -50,10 +66,7 @@ def test_fifty_viewers_at_once_cost_one_query(tmp_path: Path) -> None:
 def test_an_expired_answer_is_served_while_one_refresh_runs(tmp_path: Path) -> None:
     store = EmbeddedStore(tmp_path / "em.duckdb")
     store.write(views(3))
-    now = [1000.0]
-    answers = SharedAnswers(
-        Engine(EmbeddedBackend(store), cache_ttl=0), ttl=30, max_stale=60, clock=lambda: now[0]
-    )
+    answers, now = clocked_answers(store)
     owner = Principal.owner()
     assert answers.run(VIEWS, owner).value("views") == 3.0
     store.write(views(2))
@@ -61,9 +74,7 @@ def test_an_expired_answer_is_served_while_one_refresh_runs(tmp_path: Path) -> N
     assert answers.run(VIEWS, owner).value("views") == 3.0
     now[0] += 25  # expired, not yet past max_stale: served now, refreshed behind the scenes
     assert answers.run(VIEWS, owner).value("views") == 3.0
-    deadline = time.monotonic() + 10
-    while answers.computed < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_computed(answers, 2)
     assert answers.run(VIEWS, owner).value("views") == 5.0
     store.write(views(4))
     now[0] += 100  # long gone: the answer is computed while the viewer waits
@@ -74,10 +85,7 @@ def test_an_expired_answer_is_served_while_one_refresh_runs(tmp_path: Path) -> N
 def test_an_expired_answer_on_unchanged_rows_is_kept_not_computed_again(tmp_path: Path) -> None:
     store = EmbeddedStore(tmp_path / "em.duckdb")
     store.write(views(3))
-    now = [1000.0]
-    answers = SharedAnswers(
-        Engine(EmbeddedBackend(store), cache_ttl=0), ttl=30, max_stale=60, clock=lambda: now[0]
-    )
+    answers, now = clocked_answers(store)
     owner = Principal.owner()
     assert answers.run(VIEWS, owner).value("views") == 3.0
     now[0] += 35  # expired; the table holds the rows it was computed on
@@ -90,16 +98,13 @@ def test_an_expired_answer_on_unchanged_rows_is_kept_not_computed_again(tmp_path
     store.write(views(2))
     now[0] += 35  # new rows: served once more while the refresh runs, then the new answer
     assert answers.run(VIEWS, owner).value("views") == 3.0
-    deadline = time.monotonic() + 10
-    while answers.computed < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_computed(answers, 2)
     assert answers.run(VIEWS, owner).value("views") == 5.0
     # A deletion changes the rows too (the same count after one more write and a delete).
     store.write(views(1))
     now[0] += 35
     answers.run(VIEWS, owner)
-    while answers.computed < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_computed(answers, 3)
     assert answers.run(VIEWS, owner).value("views") == 6.0
     store.execute(
         "DELETE FROM edgemetrics_content WHERE rowid = (SELECT min(rowid) FROM edgemetrics_content)"
@@ -107,16 +112,14 @@ def test_an_expired_answer_on_unchanged_rows_is_kept_not_computed_again(tmp_path
     store.write(views(1))
     now[0] += 35
     answers.run(VIEWS, owner)
-    while answers.computed < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_computed(answers, 4)
     assert answers.computed == 4
     # A period moving with the clock is never kept this way.
     rolling = Query(("views",), time_range=TimeRange.last(timedelta(hours=1)))
     answers.run_keyed(rolling, owner, "last-hour")
     now[0] += 35
     answers.run_keyed(rolling, owner, "last-hour")
-    while answers.computed < 6 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_computed(answers, 6)
     assert answers.computed == 6
     store.close()
 
