@@ -311,3 +311,45 @@ def test_requests_reach_an_http_sink_in_wire_form_equal_to_the_models(
         )
         == wire_form
     )
+
+
+class GatedLocalSink:
+    """Takes batches in-process like MemorySink, says it takes 5,000 events a request (as
+    the local collector's answers do), and holds its first write until ``gate`` opens."""
+
+    reads = "events"
+    max_events = 5000
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.events: list[View] = []
+        self.gate = threading.Event()
+
+    def write(self, batch: Any) -> None:
+        if not self.sizes:
+            assert self.gate.wait(10)
+        self.sizes.append(len(batch))
+        self.events.extend(batch.events)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("max_batch", [None, 250])
+def test_a_backlog_goes_in_larger_requests_to_a_receiver_that_takes_them(
+    max_batch: int | None,
+) -> None:
+    sink = GatedLocalSink()
+    client = Client(
+        sink, flush_interval=10, max_batch=max_batch, max_in_flight=1, health_interval=None
+    )
+    views = [View(content_id=f"v{n}") for n in range(5000)]
+    # The exporter's first write waits: at least 3,000 are buffered behind it.
+    for event in views:
+        client.track(event)
+    sink.gate.set()
+    assert client.flush(10)
+    client.close()
+    assert sorted(e.event_id for e in sink.events) == sorted(e.event_id for e in views)
+    # At most NEGOTIATED_BATCH (2,000) a request; a max_batch given is kept to.
+    assert max(sink.sizes) == (2000 if max_batch is None else 250)

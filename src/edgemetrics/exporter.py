@@ -1,7 +1,8 @@
 """The exporter thread: batches the buffer, ships it, spools what the sink does not take.
 
-One thread per process. Each cycle it takes up to ``max_batch`` events (never more than
-250, AE's per-invocation limit), splits them further when the serialised body would pass
+One thread per process. Each cycle it takes up to ``Client.batch_size()`` events (at most
+250, AE's per-invocation limit, unless the receiver said it takes more: the local
+collector), splits them further when the serialised body would pass
 ``max_batch_bytes``, and sends. Between live batches it replays one spooled batch, oldest
 first, so new events keep flowing while a backlog drains. A failed send opens a backoff
 window (exponential with jitter, or the receiver's ``Retry-After``): during it, new
@@ -233,7 +234,7 @@ class Exporter:
     def _take(self) -> list[Event | WireEvent]:
         buffer = self.client._buffer
         while True:
-            n = min(len(buffer), self.client.max_batch)
+            n = min(len(buffer), self.client.batch_size())
             items = _pop_left(buffer, n)
             if not items:
                 return []
