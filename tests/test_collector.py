@@ -167,6 +167,18 @@ def test_over_250_events_are_answered_202(running: Collector) -> None:
     assert r.json()["accepted"] == 300
 
 
+def test_answers_say_how_many_events_one_request_may_carry(running: Collector) -> None:
+    # What lets the exporter send the local collector more than the Worker's 250.
+    written = post(running, body_of([view(2000)]))
+    duplicate = post(running, body_of([view(2001)], batch_id="e" * 32))
+    again = post(running, body_of([view(2001)], batch_id="e" * 32))
+    refused = post(running, body_of([view(2002)]), secret="wrong")
+    for r in (written, duplicate, again):
+        assert r.status_code == 200 and r.headers["X-Edgemetrics-Max-Events"] == "5000"
+    assert again.json()["duplicate"] is True
+    assert refused.status_code == 401 and "X-Edgemetrics-Max-Events" not in refused.headers
+
+
 def test_openapi_describes_the_batch_endpoint(running: Collector) -> None:
     doc = httpx.get(running.url.replace("/v1/batch", "/openapi.json")).json()
     post_op = doc["paths"]["/v1/batch"]["post"]
@@ -180,7 +192,7 @@ def test_after_all_the_bad_requests_the_store_holds_exactly_the_good_events(
     running.stop()
     stored = set(running.event_ids())
     running.start()
-    expected = {f"{n:032x}" for n in (1, 2, 10, 14, 40, 41, *range(1000, 1300))}
+    expected = {f"{n:032x}" for n in (1, 2, 10, 14, 40, 41, *range(1000, 1300), 2000, 2001)}
     assert stored == expected
 
 

@@ -171,3 +171,15 @@ def test_fast_built_events_behave_as_models() -> None:
     with pytest.raises(ValidationError):
         event.position = 4.0  # type: ignore[misc]  # frozen, as every event
     assert event.model_copy(update={"creator_id": "c1"}).creator_id == "c1"
+
+
+def test_events_built_alike_share_one_fields_set_that_a_copy_never_changes() -> None:
+    # One set per call site (a set per event made every garbage collection visit one
+    # more container per buffered event); pydantic copies it before changing it.
+    a = View(content_id="v1", creator_id="c1")
+    b = View(content_id="v2", creator_id="c2")
+    assert a.model_fields_set is b.model_fields_set
+    c = a.model_copy(update={"position": 5.0})
+    assert c.model_fields_set == {"content_id", "creator_id", "position"}
+    assert a.model_fields_set == b.model_fields_set == {"content_id", "creator_id"}
+    assert View(creator_id="c1", content_id="v1").model_fields_set == a.model_fields_set

@@ -175,3 +175,16 @@ def test_the_environments_proxy_is_used_unless_the_host_is_excluded(
         with pytest.raises(SinkError):  # no such host: it did not go through the proxy
             direct.write(batch())
     assert seen.lines == [b"POST http://ingest.example.invalid/v1/batch HTTP/1.1"]
+
+
+def test_the_receivers_per_request_limit_is_kept_from_its_answers() -> None:
+    limited = b"HTTP/1.1 200 OK\r\nX-Edgemetrics-Max-Events: 5000\r\nContent-Length: 15\r\n\r\n"
+    answers = [limited + OK_BODY, OK + OK_BODY]
+    with raw_server(lambda seen, n: answers[n - 1]) as (port, _):
+        sink = HttpSink(f"http://127.0.0.1:{port}/v1/batch", secret="s3")
+        assert sink.max_events is None  # nothing said yet: the exporter keeps to 250
+        sink.write(batch())
+        assert sink.max_events == 5000
+        sink.write(batch())  # an answer without the header (the Worker's) takes it back
+        assert sink.max_events is None
+        sink.close()

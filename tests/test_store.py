@@ -160,3 +160,50 @@ def test_only_rows_no_newer_than_the_store_are_looked_up_for_replays(
     assert store.write([encode(e) for e in [stored[0], *later]]) == 1
     assert looked_up == [1]
     assert store.query("SELECT count(*) AS n FROM edgemetrics_content")[0]["n"] == 8
+
+
+def _const_row(**overrides: object) -> dict[str, object]:
+    from edgemetrics.store import COLUMNS, Const
+
+    cols: dict[str, object] = {
+        name: Const(0.0 if name.startswith("double") else "") for name in COLUMNS
+    }
+    cols.update(event_id=["a" * 32, "b" * 32], timestamp=Const(1_700_000_000_000))
+    cols.update(_sample_interval=Const(1), index1=Const("c1"))
+    cols.update(overrides)
+    return cols
+
+
+def test_constant_columns_left_to_their_defaults_read_back_exactly(tmp_path: Path) -> None:
+    from edgemetrics.store import Const
+
+    store = EmbeddedStore(tmp_path / "em.duckdb")
+    cols = _const_row(blob2=Const("x"), double1=Const(-0.0), double2=Const(2.5))
+    assert store.write_columns("edgemetrics_content", cols, 2) == 2  # type: ignore[arg-type]
+    rows = store.query(
+        "SELECT blob1, blob2, double1, double2, double3, _sample_interval, index1 "
+        "FROM edgemetrics_content ORDER BY event_id"
+    )
+    store.close()
+    assert [tuple(r.values()) for r in rows] == [("", "x", -0.0, 2.5, 0.0, 1, "c1")] * 2
+    assert str(rows[0]["double1"]) == "-0.0"  # the default 0 would have stored 0.0
+
+
+def test_a_table_without_the_defaults_is_given_every_column(tmp_path: Path) -> None:
+    import duckdb
+
+    from edgemetrics.store import COLUMNS
+
+    path = tmp_path / "em.duckdb"
+    con = duckdb.connect(str(path))  # an older shape: no DEFAULTs at all
+    types = {"event_id": "VARCHAR", "timestamp": "TIMESTAMP", "_sample_interval": "UINTEGER"}
+    spec = ", ".join(
+        f"{n} {types.get(n, 'DOUBLE' if n.startswith('double') else 'VARCHAR')} NOT NULL"
+        for n in COLUMNS
+    )
+    con.execute(f"CREATE TABLE edgemetrics_content ({spec})")
+    con.close()
+    store = EmbeddedStore(path)
+    assert store.write_columns("edgemetrics_content", _const_row(), 2) == 2  # type: ignore[arg-type]
+    assert store.query("SELECT sum(_sample_interval) AS n FROM edgemetrics_content")[0]["n"] == 2
+    store.close()

@@ -75,6 +75,10 @@ class RawBuilder(Protocol):
     def drain(self, force: bool) -> list[Event]: ...
 
 
+# The most events per request when the receiver takes more than 250 (the local collector
+# takes 5,000): about 400 KB of JSON for typical events, under the default max_batch_bytes,
+# so a batch is seldom serialised twice to be split.
+NEGOTIATED_BATCH = 2000
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 # How often a run of batches without user ids still lets the key store apply its
 # rotation schedule (Pseudonymizer.apply), in seconds.
@@ -100,7 +104,7 @@ class Client:
         sink: Sink,
         *,
         flush_interval: float = 5.0,
-        max_batch: int = 250,
+        max_batch: int | None = None,
         max_batch_bytes: int = 512 * 1024,
         max_buffer: int = 100_000,
         spool: Spool | str | Path | None = None,
@@ -111,7 +115,7 @@ class Client:
         max_in_flight: int = 4,
         pseudonymizer: Pseudonymizer | None = None,
     ) -> None:
-        if not 1 <= max_batch <= 250:
+        if max_batch is not None and not 1 <= max_batch <= 250:
             raise ValueError("max_batch: must be between 1 and 250 (AE's per-invocation limit)")
         if flush_interval <= 0:
             raise ValueError("flush_interval: must be positive")
@@ -122,7 +126,10 @@ class Client:
         self.max_in_flight = max_in_flight
         self.sink = sink
         self.flush_interval = flush_interval
-        self.max_batch = max_batch
+        self.max_batch = 250 if max_batch is None else max_batch
+        # Left to the default, a batch may grow to what the receiver says it takes (see
+        # batch_size); a max_batch given is kept to.
+        self._batch_fixed = max_batch is not None
         self.max_batch_bytes = max_batch_bytes
         self.max_buffer = max_buffer
         self.on_failure = on_failure
@@ -178,6 +185,30 @@ class Client:
         buffer.append(event)
         if depth + 1 == self.max_batch:
             self._exporter.wake()
+
+    def batch_size(self) -> int:
+        """How many events the exporter puts in one request now.
+
+        ``max_batch`` (250 by default: AE's per-invocation limit, which the Worker keeps).
+        When ``max_batch`` was left to the default and the sink's receiver said it takes
+        more (the local collector answers with ``X-Edgemetrics-Max-Events``; the sink keeps
+        it in ``max_events``), up to that many, at most ``NEGOTIATED_BATCH``: every request
+        costs both sides a fixed amount of CPU (HTTP, signing, the receiver's handler), so
+        a backlog drains in fewer, larger requests. Bodies still split at
+        ``max_batch_bytes``.
+
+        >>> from edgemetrics.sinks import MemorySink
+        >>> class Local(MemorySink):
+        ...     max_events = 5000
+        >>> Client(Local()).batch_size(), Client(Local(), max_batch=100).batch_size()
+        (2000, 100)
+        """
+        if self._batch_fixed:
+            return self.max_batch
+        offered = getattr(self.sink, "max_events", None)
+        if type(offered) is not int or offered <= self.max_batch:
+            return self.max_batch
+        return min(offered, NEGOTIATED_BATCH)
 
     def track_raw(self, record: tuple[Any, ...]) -> None:
         """Queue a raw record whose first item is a :class:`RawBuilder`; never blocks.

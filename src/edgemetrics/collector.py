@@ -58,6 +58,7 @@ from edgemetrics.columnar import (
     encode_batch,
 )
 from edgemetrics.events import EVENT_TYPES, InvalidEvent, parse_event
+from edgemetrics.http_sink import MAX_EVENTS_HEADER
 from edgemetrics.journal import Journal
 from edgemetrics.layout import MAX_POINTS_PER_INVOCATION, DataPoint, LayoutLimitError, encode
 from edgemetrics.privacy import drop_opted_out_columns
@@ -440,6 +441,7 @@ class BatchEndpoint:
         self.journal = _Intake(store, Path(journal_dir))
         self.seen = _SeenBatches(settings.remembered_batches)
         self.in_flight = 0
+        self._max_events_text = str(settings.max_events)
         self._stats_lock = threading.Lock()
         # "accepted" counts events answered as written; "inserted" those new to the store
         # (the difference is events delivered twice, e.g. after a sender crashed mid-send).
@@ -550,7 +552,7 @@ class BatchEndpoint:
         status = 202 if events > MAX_POINTS_PER_INVOCATION else 200
         if batch_id in self.seen:
             self.stats["duplicates"] += 1
-            return _answer(status, batch_id, 0, [], duplicate=True)
+            return self._answer(status, batch_id, 0, [], duplicate=True)
         if fast_columns is not None:
             columns, rejected = fast_columns, list[dict[str, Any]]()
         else:
@@ -577,7 +579,31 @@ class BatchEndpoint:
             self.stats["encode_ms"] += (encoded - started) * 1000.0
             self.stats["store_wait_ms"] += (time.perf_counter() - encoded) * 1000.0
             self.stats["journal_writes"] = self.journal.journal_writes
-        return _answer(status, batch_id, columns.count + opted_out, rejected, duplicate=False)
+        return self._answer(status, batch_id, columns.count + opted_out, rejected, duplicate=False)
+
+    def _answer(
+        self,
+        status: int,
+        batch_id: str,
+        accepted: int,
+        rejected: list[dict[str, Any]],
+        *,
+        duplicate: bool,
+    ) -> Response:
+        payload = {
+            "batch_id": batch_id,
+            "accepted": accepted,
+            "rejected": rejected,
+            "duplicate": duplicate,
+        }
+        # The collector writes any batch at once (no AE limit of 250 here): saying how many
+        # it takes lets the exporter send a backlog in fewer requests (Client.batch_size).
+        return Response(
+            orjson.dumps(payload),
+            status_code=status,
+            media_type="application/json",
+            headers={MAX_EVENTS_HEADER: self._max_events_text},
+        )
 
 
 def _shape_error(data: Any) -> str | None:
@@ -592,18 +618,6 @@ def _shape_error(data: Any) -> str | None:
     if not isinstance(data.get("events"), list):
         return "events: must be a JSON array of event objects"
     return None
-
-
-def _answer(
-    status: int, batch_id: str, accepted: int, rejected: list[dict[str, Any]], *, duplicate: bool
-) -> Response:
-    payload = {
-        "batch_id": batch_id,
-        "accepted": accepted,
-        "rejected": rejected,
-        "duplicate": duplicate,
-    }
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
 def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -665,6 +679,12 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, 
     schemas["BatchAnswer"] = answer
     json_error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     json_answer = {"application/json": {"schema": {"$ref": "#/components/schemas/BatchAnswer"}}}
+    max_events_header = {
+        MAX_EVENTS_HEADER: {
+            "description": "The most events this receiver takes in one request.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_PER_BODY},
+        }
+    }
     signed = [
         {
             "name": TIMESTAMP_HEADER,
@@ -712,9 +732,14 @@ def openapi_document(extra_paths: Mapping[str, Any] | None = None) -> dict[str, 
                 "responses": {
                     "200": {
                         "description": "Written (or a duplicate batch id)",
+                        "headers": max_events_header,
                         "content": json_answer,
                     },
-                    "202": {"description": "Over 250 events: accepted", "content": json_answer},
+                    "202": {
+                        "description": "Over 250 events: accepted",
+                        "headers": max_events_header,
+                        "content": json_answer,
+                    },
                     "400": {"description": "malformed_json, bad_shape", "content": json_error},
                     "401": {
                         "description": "missing_signature, bad_signature, stale_timestamp",

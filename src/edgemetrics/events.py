@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
+from time import time as _time
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -230,6 +231,14 @@ _MISSING: Any = object()
 _MEMO_LIMIT = 4096  # distinct strings remembered per field before the memo starts over
 FastBuild = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 _FAST_BUILDS: dict[type, FastBuild] = {}
+# The fields set of fast-built events, one per distinct tuple of given names: events made
+# by one call site share one set instead of each holding its own. A set is a container the
+# garbage collector tracks, and a buffer of 100,000 events waiting for the exporter made
+# every full collection visit 100,000 more of them (about 1 us per event in the producer
+# benchmark). Sharing is safe because the models are frozen: pydantic changes a model's
+# fields set only on assignment (refused) or on the copy ``model_copy`` makes, which gets a
+# set of its own first.
+_FIELDS_SETS: dict[tuple[str, ...], set[str]] = {}
 
 
 def _only_plain_functions(schema: Any) -> bool:
@@ -283,9 +292,24 @@ def _fast_build(cls: type[BaseModel]) -> FastBuild | None:
     # One lookup per given field: its check and its memo.
     fields = {name: (checks[name], memos[name]) for name in checks}
     needed = frozenset(required)
+    # Every event's own defaults (Event.event_id, Event.timestamp) are written inline,
+    # before the given values (which replace them): two calls and a loop fewer per event.
+    stamped = all(pair in factories for pair in _OWN_FACTORIES)
+    if stamped:
+        factories = [pair for pair in factories if pair not in _OWN_FACTORIES]
 
     def build(data: dict[str, Any]) -> dict[str, Any] | None:
         values = template.copy()
+        if stamped:
+            # new_event_id() and utcnow(), inlined.
+            prefix, step = _id_state
+            values["event_id"] = f"{prefix}{step()}"
+            ms = int(_time() * 1000)
+            last = _last_ms[0]
+            if ms != last[0]:
+                last = (ms, datetime.fromtimestamp(ms / 1000, tz=UTC))
+                _last_ms[0] = last
+            values["timestamp"] = last[1]
         for name, value in data.items():
             field = fields.get(name)
             if field is None:
@@ -317,6 +341,9 @@ def _fast_build(cls: type[BaseModel]) -> FastBuild | None:
     return build
 
 
+_OWN_FACTORIES = (("event_id", new_event_id), ("timestamp", utcnow))
+
+
 class Event(BaseModel):
     """What every event carries: a stable id and the time it happened (UTC)."""
 
@@ -335,7 +362,15 @@ class Event(BaseModel):
         values = build(data) if build is not None else None
         if values is not None:
             _set(self, "__dict__", values)
-            _set(self, "__pydantic_fields_set__", set(data))
+            # One set per distinct list of given names, shared by the events built with
+            # it (see _FIELDS_SETS).
+            key = tuple(data)
+            given = _FIELDS_SETS.get(key)
+            if given is None:
+                if len(_FIELDS_SETS) >= _MEMO_LIMIT:
+                    _FIELDS_SETS.clear()
+                given = _FIELDS_SETS[key] = set(key)
+            _set(self, "__pydantic_fields_set__", given)
             _set(self, "__pydantic_extra__", None)
             _set(self, "__pydantic_private__", None)
             return

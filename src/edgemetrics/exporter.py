@@ -1,7 +1,8 @@
 """The exporter thread: batches the buffer, ships it, spools what the sink does not take.
 
-One thread per process. Each cycle it takes up to ``max_batch`` events (never more than
-250, AE's per-invocation limit), splits them further when the serialised body would pass
+One thread per process. Each cycle it takes up to ``Client.batch_size()`` events (at most
+250, AE's per-invocation limit, unless the receiver said it takes more: the local
+collector), splits them further when the serialised body would pass
 ``max_batch_bytes``, and sends. Between live batches it replays one spooled batch, oldest
 first, so new events keep flowing while a backlog drains. A failed send opens a backoff
 window (exponential with jitter, or the receiver's ``Retry-After``): during it, new
@@ -26,9 +27,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
-from itertools import repeat
-from operator import call
+from itertools import repeat, starmap
+from operator import attrgetter, call, itemgetter
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from edgemetrics.batch import Batch, BatchRejected, SinkError, new_batch_id
 from edgemetrics.events import Event
@@ -56,6 +59,52 @@ def _pop_left(buffer: deque[Any], n: int) -> list[Any]:
     with suppress(IndexError):
         items.extend(map(call, repeat(buffer.popleft, n)))
     return items
+
+
+_BASE_KEYS = ("type", "event_id", "timestamp")
+_fields_set_of = attrgetter("__pydantic_fields_set__")
+_values_of = attrgetter("__dict__")
+# One msgspec struct per list of keys a batch's events send (see _encode_alike).
+_WIRE_STRUCTS: dict[tuple[str, ...], type[msgspec.Struct]] = {}
+_WIRE_ENCODER = msgspec.json.Encoder()
+
+
+def _encode_alike(events: list[Any]) -> bytes | None:
+    """The JSON array of a batch of events of one model built alike (one fields set, as
+    the events of one call site share: see ``events._FIELDS_SETS``): the same objects
+    :func:`edgemetrics.wire.encode_events` writes, the same keys in the same order, made
+    without a dict per event: each event's values are read by one C-level getter into a
+    msgspec struct, and the structs are encoded in one call. About a third of the CPU
+    per event; datetimes are written with ``Z`` for UTC (``+00:00`` there: both RFC 3339,
+    read alike by the collector and the Worker). None for any other batch.
+
+    >>> from edgemetrics.events import View
+    >>> from edgemetrics.wire import decode_body, encode_body
+    >>> views = [View(content_id="v1", position=n) for n in range(2)]
+    >>> body = encode_body("0" * 32, _encode_alike(views))
+    >>> sorted(decode_body(body, gzipped=False)[1][1])
+    ['content_id', 'event_id', 'position', 'timestamp', 'type']
+    """
+    if len(set(map(id, map(_fields_set_of, events)))) != 1:
+        return None
+    first = events[0]
+    given = first.__pydantic_fields_set__
+    values = first.__dict__
+    if 2 * len(given) >= len(values):
+        keys = tuple(values)  # most fields given: the whole event, as encode_events does
+    else:
+        keys = _BASE_KEYS + tuple(name for name in given if name not in _BASE_KEYS)
+    struct = _WIRE_STRUCTS.get(keys)
+    if struct is None:
+        if len(_WIRE_STRUCTS) >= 1024:
+            _WIRE_STRUCTS.clear()
+        struct = _WIRE_STRUCTS[keys] = msgspec.defstruct("WireEvent", keys, gc=False)
+    try:
+        return _WIRE_ENCODER.encode(
+            list(starmap(struct, map(itemgetter(*keys), map(_values_of, events))))
+        )
+    except (TypeError, KeyError, ValueError):  # a value msgspec does not write as JSON
+        return None
 
 
 @dataclass(frozen=True)
@@ -233,7 +282,7 @@ class Exporter:
     def _take(self) -> list[Event | WireEvent]:
         buffer = self.client._buffer
         while True:
-            n = min(len(buffer), self.client.max_batch)
+            n = min(len(buffer), self.client.batch_size())
             items = _pop_left(buffer, n)
             if not items:
                 return []
@@ -294,7 +343,11 @@ class Exporter:
         # Wire texts only (an API's requests) is told by one C-level scan, made once.
         kinds = set(map(type, events))
         texts_only = len(kinds) == 1 and str in kinds
-        array = encode_texts(events) if texts_only else encode_events(events)  # type: ignore[arg-type]
+        if texts_only:
+            array = encode_texts(events)  # type: ignore[arg-type]
+        else:
+            alike = _encode_alike(events) if len(kinds) == 1 else None
+            array = alike if alike is not None else encode_events(events)
         if len(array) > self.client.max_batch_bytes and len(events) > 1:
             half = len(events) // 2
             return self._batches(events[:half]) + self._batches(events[half:])

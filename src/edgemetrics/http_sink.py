@@ -38,6 +38,11 @@ import orjson
 
 from edgemetrics.client import Batch, BatchRejected, SinkError
 from edgemetrics.signing import sign
+from edgemetrics.wire import MAX_EVENTS_PER_BODY
+
+# The local collector's answers say how many events it takes in one request; the Worker's
+# do not (it keeps AE's 250), and then the exporter sends 250 at most (Client.batch_size).
+MAX_EVENTS_HEADER = "X-Edgemetrics-Max-Events"
 
 # A reused keep-alive connection the server has closed meanwhile fails like this before
 # any answer: the request is sent again on a fresh connection (if the server did read it
@@ -61,6 +66,21 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_max_events(value: str | None) -> int | None:
+    """The receiver's per-request event limit from :data:`MAX_EVENTS_HEADER`, within the
+    protocol's 1 to 5,000; None when absent or not a number.
+
+    >>> parse_max_events("5000"), parse_max_events("99999"), parse_max_events(None)
+    (5000, 5000, None)
+    >>> parse_max_events("0"), parse_max_events("many")
+    (None, None)
+    """
+    if not value or not value.strip().isdigit():
+        return None
+    n = int(value)
+    return min(n, MAX_EVENTS_PER_BODY) if n >= 1 else None
 
 
 class HttpSink:
@@ -100,6 +120,9 @@ class HttpSink:
         self._lock = threading.Lock()
         self._idle: list[http.client.HTTPConnection] = []
         self._inherited: list[http.client.HTTPConnection] = []
+        # The most events per request the receiver said it takes (its last answer), or
+        # None while it has said nothing.
+        self.max_events: int | None = None
 
     # --- connections ---------------------------------------------------------------
 
@@ -132,8 +155,11 @@ class HttpSink:
                 return
         conn.close()
 
-    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-        """One request: status, body and Retry-After; raises OSError/HTTPException."""
+    def _post(
+        self, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, str | None, str | None]:
+        """One request: status, body, Retry-After and the receiver's per-request event
+        limit (:data:`MAX_EVENTS_HEADER`); raises OSError/HTTPException."""
         while True:
             conn, reused = self._checkout()
             try:
@@ -152,7 +178,12 @@ class HttpSink:
                 conn.close()
             else:
                 self._checkin(conn)
-            return response.status, content, response.getheader("Retry-After")
+            return (
+                response.status,
+                content,
+                response.getheader("Retry-After"),
+                response.getheader(MAX_EVENTS_HEADER),
+            )
 
     # --- the sink ------------------------------------------------------------------
 
@@ -164,10 +195,11 @@ class HttpSink:
         headers["Content-Encoding"] = "gzip"
         headers["User-Agent"] = "edgemetrics-python"
         try:
-            status, content, retry_after = self._post(body, headers)
+            status, content, retry_after, max_events = self._post(body, headers)
         except (OSError, http.client.HTTPException) as exc:
             raise SinkError(f"transport error to {self.url}: {exc!r}") from exc
         if status in (200, 202):
+            self.max_events = parse_max_events(max_events)
             try:
                 answer = orjson.loads(content)
                 return len(answer.get("rejected") or ())
