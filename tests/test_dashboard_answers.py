@@ -195,6 +195,7 @@ def test_creators_asked_together_each_get_the_answer_they_get_alone(
         # creators are asked over every creator's rows, then in runs, then halves, alone.
         monkeypatch.setattr(answers_module, "MAX_FILTER_VALUES", 4)
         monkeypatch.setattr(answers_module, "MAX_LIMIT", 40)
+        monkeypatch.setattr(answers_module, "PLANNED_ROWS", 36)
     store, creators = _generated(tmp_path)
     now = datetime.now(UTC).replace(microsecond=0)
     # A spread of creators (large, small, one without any rows in most views) and one unknown.
@@ -212,6 +213,48 @@ def test_creators_asked_together_each_get_the_answer_they_get_alone(
     questions = len(together._answers)
     # One grouped statement per question, not one per creator and question.
     assert together.computed * (2 if small else 5) < questions
+    store.close()
+
+
+def test_answers_too_long_for_one_statement_are_asked_in_runs_before_one_comes_back_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small statements: a creator filter holds 4 values, a statement returns 40 rows.
+    monkeypatch.setattr(answers_module, "MAX_FILTER_VALUES", 4)
+    monkeypatch.setattr(answers_module, "MAX_LIMIT", 40)
+    monkeypatch.setattr(answers_module, "PLANNED_ROWS", 36)
+    store, creators = _generated(tmp_path)
+    now = datetime.now(UTC).replace(microsecond=0)
+    chosen = creators[:6] + creators[-4:]
+    alone = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    engine = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    ran: list[tuple[Query, int]] = []
+    real_run = engine.run
+
+    def run(query: Query, principal: Principal) -> object:
+        result = real_run(query, principal)
+        ran.append((query, len(result.rows)))
+        return result
+
+    engine.run = run  # type: ignore[assignment,method-assign]
+    together = SharedAnswers(engine, ttl=3600)
+    together.warm(chosen)
+    _cards_for(together, chosen[0], "", now)  # every creator's default view
+    assert any(rows == 40 for _, rows in ran)  # the first time, some came back cut
+    before = len(ran)
+    # The same shapes of question under a filter: the runs are planned from the rows each
+    # creator's answer took, so no statement over several creators comes back cut.
+    for creator in chosen:
+        assert _cards_for(together, creator, "country=US", now) == _cards_for(
+            alone, creator, "country=US", now
+        ), creator
+    cut = [
+        q
+        for q, rows in ran[before:]
+        if rows == 40
+        and not any(f.dimension == "creator" and len(f.values) == 1 for f in q.filters)
+    ]
+    assert len(ran) > before and cut == []
     store.close()
 
 
