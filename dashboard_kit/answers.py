@@ -27,7 +27,11 @@ engine this keeps, per (principal scope, query):
   alone, and the engine's tenancy condition applies as always). How many rows a
   creator's answer takes is known from the answers to the same shape of question, so an
   answer too long for one statement is asked in runs of creators at once, not after a
-  statement came back cut.
+  statement came back cut. A question none of the warm creators (see
+  :meth:`SharedAnswers.warm`) has an answer to yet, whose answers for all of them fit in one
+  statement, is asked over every creator's rows (the scan costs the same as for a few), and
+  each warm creator's answer is kept: the next creators to ask it find it ready instead of
+  starting one more statement each.
 
 Scopes never share answers: a creator's answer is never served to anyone else.
 
@@ -252,6 +256,8 @@ class SharedAnswers:
         self._widths: dict[str, int] = {}
         # The creators a statement over every creator's rows was seen to return (at least).
         self._tenants = 0
+        # The creators given to warm(), most viewed first (see _idle).
+        self._known: dict[str, None] = {}
         self._checked: dict[str, tuple[int, float, bool]] = {}  # family -> (rows, when, ok)
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="em-refresh")
         # Viewers' questions in the current and the last two-second window: many of them
@@ -335,6 +341,7 @@ class SharedAnswers:
         :meth:`warmed` (what the dashboard does to precompute every creator's default view)."""
         with self._lock:
             self._warming.update(creators)
+            self._known.update(dict.fromkeys(creators))
 
     def warmed(self) -> None:
         """Stop adding the creators given to :meth:`warm` (those who use the dashboard
@@ -420,17 +427,21 @@ class SharedAnswers:
             try:
                 assert batch.query is not None
                 version = self._version(batch.query, qkey)
-                answers = self._answer_creators(batch.query, sorted(waiting))
+                extra = self._idle(qkey, waiting)
+                answers = self._answer_creators(batch.query, sorted(waiting), extra)
             except BaseException as exc:
                 self._fail([(f"creator:{c}", qkey) for c in waiting], list(waiting.values()), exc)
                 return
             with self._lock:
                 for creator, result in answers.items():
                     key = (f"creator:{creator}", qkey)
-                    self._keep(key, result, version)
-                    self._done(key)
-            for creator, result in answers.items():
-                waiting[creator].set_result(result)
+                    if creator in waiting:
+                        self._keep(key, result, version)
+                        self._done(key)
+                    elif key not in self._answers and key not in self._running:
+                        self._keep(key, result, version)  # a warm creator's, kept for later
+            for creator, future in waiting.items():
+                future.set_result(answers[creator])
         finally:
             self.slots.release()
 
@@ -471,11 +482,30 @@ class SharedAnswers:
                     waiting[creator] = future
             return waiting
 
-    def _answer_creators(self, query: Query, creators: list[str]) -> dict[str, Result]:
-        """Each creator's answer to ``query``: one grouped statement when they are several
-        and every row read is indexed to its creator, else one run each."""
-        if len(creators) >= BATCH_MIN:
-            split = self._grouped(query, creators)
+    def _idle(self, qkey: str, asking: dict[str, Future[Result]]) -> list[str]:
+        """The warm creators with no answer to ``qkey`` and no run for it, when none of
+        them has one (a question new to all of them), else none."""
+        with self._lock:
+            out = []
+            for creator in self._known:
+                if creator in asking:
+                    continue
+                key = (f"creator:{creator}", qkey)
+                if key in self._answers or key in self._running:
+                    return []
+                out.append(creator)
+            return out
+
+    def _answer_creators(
+        self, query: Query, creators: list[str], extra: list[str] | None = None
+    ) -> dict[str, Result]:
+        """Each creator's answer to ``query`` (and those of the ``extra`` creators that one
+        statement over every creator's rows holds): one grouped statement when they are
+        several and every row read is indexed to its creator, else one run each."""
+        extra = extra or []
+        whole = bool(extra) and self._whole(query, len(creators) + len(extra))
+        if len(creators) >= BATCH_MIN or whole:
+            split = self._grouped(query, creators, extra)
             if split is not None:
                 return split
         out = {}
@@ -485,7 +515,15 @@ class SharedAnswers:
                 self.computed += 1
         return out
 
-    def _grouped(self, query: Query, creators: list[str]) -> dict[str, Result] | None:
+    def _whole(self, query: Query, creators: int) -> bool:
+        """Whether one statement over every creator's rows is known to hold the answers of
+        ``creators`` creators to ``query``."""
+        width = self._widths.get(_shape(query))
+        return width is not None and max(creators, self._tenants) * width <= PLANNED_ROWS
+
+    def _grouped(
+        self, query: Query, creators: list[str], extra: list[str] | None = None
+    ) -> dict[str, Result] | None:
         engine: Any = self.engine
         backend = engine.backend
         families = sorted(plan(query, Principal.creator(creators[0])).families)
@@ -502,7 +540,12 @@ class SharedAnswers:
             everyone = len(creators) > MAX_FILTER_VALUES  # no filter: every creator's rows
             span = max(len(creators), self._tenants) if everyone else len(creators)
             chunks: list[list[str] | None]
-            if width is not None and span * width > PLANNED_ROWS:
+            extra = extra or []
+            also: list[str] = []
+            if extra and self._whole(query, len(creators) + len(extra)):
+                # Warm creators with no answer yet come along: the same scan, every row.
+                chunks, also = [None], extra
+            elif width is not None and span * width > PLANNED_ROWS:
                 step = _per_statement(width)
                 chunks = [creators[i : i + step] for i in range(0, len(creators), step)]
                 chunks.reverse()  # popped from the end: the most viewed first
@@ -528,7 +571,7 @@ class SharedAnswers:
                         seen = len({r.dimensions["creator"] for r in result.rows})
                         self._tenants = max(self._tenants, seen)
                 if len(result.rows) < MAX_LIMIT:
-                    split, widest = _split(query, result, chunk or creators)
+                    split, widest = _split(query, result, chunk or creators + also)
                     out.update(split)
                     shape = _shape(query)
                     with self._lock:
