@@ -24,7 +24,14 @@ engine this keeps, per (principal scope, query):
   one the engine gives that creator (same rows, sums, intervals, order and limit); it is
   used only while every stored row of the families read is indexed to the creator it is
   attributed to, checked in the same snapshot of the store (else each creator is asked
-  alone, and the engine's tenancy condition applies as always).
+  alone, and the engine's tenancy condition applies as always). How many rows a
+  creator's answer takes is known from the answers to the same shape of question, so an
+  answer too long for one statement is asked in runs of creators at once, not after a
+  statement came back cut. A question none of the warm creators (see
+  :meth:`SharedAnswers.warm`) has an answer to yet, whose answers for all of them fit in one
+  statement, is asked over every creator's rows (the scan costs the same as for a few), and
+  each warm creator's answer is kept: the next creators to ask it find it ready instead of
+  starting one more statement each.
 
 Scopes never share answers: a creator's answer is never served to anyone else.
 
@@ -69,6 +76,9 @@ Version = tuple[Any, tuple[tuple[Any, ...], ...], float]
 # Fewer creators than this asking one question: each is asked alone (a creator's own slice
 # is cheaper than a statement grouped over several creators' rows).
 BATCH_MIN = 3
+# The rows a grouped statement is planned to return (a margin under MAX_LIMIT, whose
+# reaching means a cut answer, asked again in runs of creators).
+PLANNED_ROWS = 9_000
 BUSY = "The analytics backend is busy; this card is asked again in a moment."
 
 
@@ -242,6 +252,12 @@ class SharedAnswers:
         self._pending: dict[tuple[str, bool], _Batch] = {}
         self._active: dict[str, float] = {}  # creator id -> last asked (clock)
         self._warming: set[str] = set()
+        # The shape of a question (see _shape) -> the most rows one creator's answer took.
+        self._widths: dict[str, int] = {}
+        # The creators a statement over every creator's rows was seen to return (at least).
+        self._tenants = 0
+        # The creators given to warm(), most viewed first (see _idle).
+        self._known: dict[str, None] = {}
         self._checked: dict[str, tuple[int, float, bool]] = {}  # family -> (rows, when, ok)
         self._refresher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="em-refresh")
         # Viewers' questions in the current and the last two-second window: many of them
@@ -325,6 +341,7 @@ class SharedAnswers:
         :meth:`warmed` (what the dashboard does to precompute every creator's default view)."""
         with self._lock:
             self._warming.update(creators)
+            self._known.update(dict.fromkeys(creators))
 
     def warmed(self) -> None:
         """Stop adding the creators given to :meth:`warm` (those who use the dashboard
@@ -410,17 +427,21 @@ class SharedAnswers:
             try:
                 assert batch.query is not None
                 version = self._version(batch.query, qkey)
-                answers = self._answer_creators(batch.query, sorted(waiting))
+                extra = self._idle(qkey, waiting)
+                answers = self._answer_creators(batch.query, sorted(waiting), extra)
             except BaseException as exc:
                 self._fail([(f"creator:{c}", qkey) for c in waiting], list(waiting.values()), exc)
                 return
             with self._lock:
                 for creator, result in answers.items():
                     key = (f"creator:{creator}", qkey)
-                    self._keep(key, result, version)
-                    self._done(key)
-            for creator, result in answers.items():
-                waiting[creator].set_result(result)
+                    if creator in waiting:
+                        self._keep(key, result, version)
+                        self._done(key)
+                    elif key not in self._answers and key not in self._running:
+                        self._keep(key, result, version)  # a warm creator's, kept for later
+            for creator, future in waiting.items():
+                future.set_result(answers[creator])
         finally:
             self.slots.release()
 
@@ -461,11 +482,30 @@ class SharedAnswers:
                     waiting[creator] = future
             return waiting
 
-    def _answer_creators(self, query: Query, creators: list[str]) -> dict[str, Result]:
-        """Each creator's answer to ``query``: one grouped statement when they are several
-        and every row read is indexed to its creator, else one run each."""
-        if len(creators) >= BATCH_MIN:
-            split = self._grouped(query, creators)
+    def _idle(self, qkey: str, asking: dict[str, Future[Result]]) -> list[str]:
+        """The warm creators with no answer to ``qkey`` and no run for it, when none of
+        them has one (a question new to all of them), else none."""
+        with self._lock:
+            out = []
+            for creator in self._known:
+                if creator in asking:
+                    continue
+                key = (f"creator:{creator}", qkey)
+                if key in self._answers or key in self._running:
+                    return []
+                out.append(creator)
+            return out
+
+    def _answer_creators(
+        self, query: Query, creators: list[str], extra: list[str] | None = None
+    ) -> dict[str, Result]:
+        """Each creator's answer to ``query`` (and those of the ``extra`` creators that one
+        statement over every creator's rows holds): one grouped statement when they are
+        several and every row read is indexed to its creator, else one run each."""
+        extra = extra or []
+        whole = bool(extra) and self._whole(query, len(creators) + len(extra))
+        if len(creators) >= BATCH_MIN or whole:
+            split = self._grouped(query, creators, extra)
             if split is not None:
                 return split
         out = {}
@@ -475,7 +515,15 @@ class SharedAnswers:
                 self.computed += 1
         return out
 
-    def _grouped(self, query: Query, creators: list[str]) -> dict[str, Result] | None:
+    def _whole(self, query: Query, creators: int) -> bool:
+        """Whether one statement over every creator's rows is known to hold the answers of
+        ``creators`` creators to ``query``."""
+        width = self._widths.get(_shape(query))
+        return width is not None and max(creators, self._tenants) * width <= PLANNED_ROWS
+
+    def _grouped(
+        self, query: Query, creators: list[str], extra: list[str] | None = None
+    ) -> dict[str, Result] | None:
         engine: Any = self.engine
         backend = engine.backend
         families = sorted(plan(query, Principal.creator(creators[0])).families)
@@ -486,9 +534,23 @@ class SharedAnswers:
             out: dict[str, Result] = {}
             # Many creators: one statement over every creator's rows (a filter holds at
             # most MAX_FILTER_VALUES); if its answer is too long, runs of them in turn.
-            chunks: list[list[str] | None] = [
-                None if len(creators) > MAX_FILTER_VALUES else creators
-            ]
+            # When the rows a creator's answer takes are known, an answer too long for one
+            # statement is asked in runs at once (no statement run only to be cut).
+            width = self._widths.get(_shape(query))
+            everyone = len(creators) > MAX_FILTER_VALUES  # no filter: every creator's rows
+            span = max(len(creators), self._tenants) if everyone else len(creators)
+            chunks: list[list[str] | None]
+            extra = extra or []
+            also: list[str] = []
+            if extra and self._whole(query, len(creators) + len(extra)):
+                # Warm creators with no answer yet come along: the same scan, every row.
+                chunks, also = [None], extra
+            elif width is not None and span * width > PLANNED_ROWS:
+                step = _per_statement(width)
+                chunks = [creators[i : i + step] for i in range(0, len(creators), step)]
+                chunks.reverse()  # popped from the end: the most viewed first
+            else:
+                chunks = [None if len(creators) > MAX_FILTER_VALUES else creators]
             while chunks:
                 chunk = chunks.pop()
                 filters = query.filters
@@ -505,8 +567,15 @@ class SharedAnswers:
                 result = engine.run(owner_query, Principal.owner())
                 with self._lock:
                     self.computed += 1
+                    if chunk is None:
+                        seen = len({r.dimensions["creator"] for r in result.rows})
+                        self._tenants = max(self._tenants, seen)
                 if len(result.rows) < MAX_LIMIT:
-                    out.update(_split(query, result, chunk or creators))
+                    split, widest = _split(query, result, chunk or creators + also)
+                    out.update(split)
+                    shape = _shape(query)
+                    with self._lock:
+                        self._widths[shape] = max(widest, self._widths.get(shape, 1))
                 elif chunk is None:
                     step = MAX_FILTER_VALUES
                     chunks += [creators[i : i + step] for i in range(0, len(creators), step)]
@@ -666,9 +735,35 @@ def _batchable_engine(engine: Any) -> bool:
     )
 
 
-def _split(query: Query, result: Result, creators: list[str]) -> dict[str, Result]:
+def _shape(query: Query) -> str:
+    """What the rows of a creator's answer to ``query`` depend on, filters and the clock
+    aside: the metrics, dimensions, bucket and the period's name (a filter narrows the
+    rows, it does not add any).
+
+    >>> from edgemetrics.query import Filter
+    >>> _shape(Query(("views",), bucket="day")) == _shape(
+    ...     Query(("views",), bucket="day", filters=(Filter("country", "eq", "US"),)))
+    True
+    >>> _shape(Query(("views",), bucket="day")) == _shape(Query(("views",)))
+    False
+    """
+    return repr((query.metrics, query.dimensions, query.bucket, query.tz, query.time_range.name))
+
+
+def _per_statement(width: int) -> int:
+    """How many creators one statement with a creator filter is asked for, when each
+    creator's answer takes up to ``width`` rows.
+
+    >>> _per_statement(1), _per_statement(40), _per_statement(20_000)
+    (100, 100, 1)
+    """
+    return max(1, min(MAX_FILTER_VALUES, PLANNED_ROWS // max(1, width)))
+
+
+def _split(query: Query, result: Result, creators: list[str]) -> tuple[dict[str, Result], int]:
     """Each creator's answer out of an owner answer grouped by creator: the rows the engine
-    gives that creator (sorted and paged as it does, zeros for a creator with no rows)."""
+    gives that creator (sorted and paged as it does, zeros for a creator with no rows), and
+    the most rows one creator had in ``result``."""
     rows: dict[str, list[ResultRow]] = {c: [] for c in creators}
     for r in result.rows:
         creator = r.dimensions["creator"]
@@ -677,6 +772,7 @@ def _split(query: Query, result: Result, creators: list[str]) -> dict[str, Resul
         dims = {k: v for k, v in r.dimensions.items() if k != "creator"}
         rows[creator].append(ResultRow(dims, r.metrics, r.ci, r.row_count, r.estimated))
     out = {}
+    widest = max((len(mine) for mine in rows.values()), default=0)
     for creator, mine in rows.items():
         if query.output_dimensions:
             mine = _sort(mine, query)[query.offset : query.offset + query.limit]
@@ -692,7 +788,7 @@ def _split(query: Query, result: Result, creators: list[str]) -> dict[str, Resul
             sources=result.sources,
             computed_at=result.computed_at,
         )
-    return out
+    return out, widest
 
 
 def _now() -> Any:

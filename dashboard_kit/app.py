@@ -112,8 +112,9 @@ def create_dashboard(
     backend cannot keep up with; see :mod:`~edgemetrics.dashboard_kit.answers`).
     ``warm``: on its first request the dashboard computes, in the background, every
     section's default view for the owner and for the ``warm_creators`` creators with the
-    most views in the default period, so the first visitors find them ready
-    (``api/status`` says ``"warming": true`` until that is done).
+    most views in the default period, so the first visitors find them ready, and builds
+    those creators' cards of the default view (``api/status`` says ``"warming": true``
+    until that is done).
     ``freeze_gc``: after the warm-up, run a full collection and ``gc.freeze()`` so the
     collector's full passes skip the many long-lived warm answers (and everything else alive
     then, the host's objects included: process-wide, hence the host's choice; off by
@@ -129,7 +130,7 @@ def create_dashboard(
     engine = SharedAnswers(as_engine(backend), ttl=cache_ttl)
     # Built cards (rows merged, titles looked up) for a TTL: paging and sorting a long table
     # reuse them instead of rebuilding.
-    finished = BuiltCards(cache_ttl)
+    finished = BuiltCards(cache_ttl, max_entries=BUILT_CARDS)
     # Handlers that query run on the dashboard's own threads, so the server's shared pool
     # (static files, the shell) never waits behind a slow backend.
     # Many: a handler mostly waits for an answer being computed (no CPU, no GIL held).
@@ -170,7 +171,9 @@ def create_dashboard(
     def warm_default_views() -> None:
         """Every section's view of each preset period (the default, 30 days, first), owner
         and creators, asked as background work; the owner's and the first creator's cards
-        are kept built."""
+        are kept built, and then every warm creator's cards of the default view (most
+        viewed first, as many as half the built-card memo holds): the first visitors'
+        pages are ready, not built from the answers while everyone arrives at once."""
         started = time.monotonic()
         quiet = Background(engine)
         defaults = ViewFilters.from_params({})
@@ -189,20 +192,25 @@ def create_dashboard(
             creators = [r["creator"] for r in top.rows if r["creator"]][:warm_creators]
             engine.warm(creators)
             viewers = [Principal.owner()] + [Principal.creator(c) for c in creators[:1]]
+
+            def build(principal: Principal, filters: ViewFilters) -> None:
+                for card in CARDS.values():
+                    if card.section == "item" or (card.owner_only and principal.role != "owner"):
+                        continue
+                    ctx = Context(quiet, principal, filters, title_hook, now=cache_clock(cache_ttl))
+                    built = card.build(ctx)
+                    key = (principal.scope, card.id, tuple(sorted(filters.params().items())))
+                    finished.put((*key, None), built)
+
             for period in WARM_PERIODS:
                 filters = ViewFilters.from_params({"period": period})
                 for principal in viewers:
-                    for card in CARDS.values():
-                        if card.section == "item" or (
-                            card.owner_only and principal.role != "owner"
-                        ):
-                            continue
-                        ctx = Context(
-                            quiet, principal, filters, title_hook, now=cache_clock(cache_ttl)
-                        )
-                        built = card.build(ctx)
-                        key = (principal.scope, card.id, tuple(sorted(filters.params().items())))
-                        finished.put((*key, None), built)
+                    build(principal, filters)
+            # Built last, so they are fresh for a TTL once api/ready says 200.
+            per_creator = sum(1 for c in CARDS.values() if c.section not in ("item", "health"))
+            room = max(0, (BUILT_CARDS // 2) // max(1, per_creator))
+            for creator in creators[1:room]:
+                build(Principal.creator(creator), defaults)
             log.info(
                 "edgemetrics dashboard: every preset period's views of the owner and %d "
                 "creators ready in %.1f s",
@@ -530,6 +538,8 @@ def create_dashboard(
 
 
 PAGE_SIZE = 10
+# Built cards kept (each a card's rows for one scope and view): the warm-up fills up to half.
+BUILT_CARDS = 20_000
 # The periods warmed before api/ready says 200, most asked first.
 WARM_PERIODS = ("30d", "7d", "90d", "today", "all")
 

@@ -13,7 +13,7 @@ from edgemetrics.dashboard_kit.answers import SharedAnswers
 
 from edgemetrics.events import View
 from edgemetrics.layout import encode
-from edgemetrics.query import EmbeddedBackend, Engine, Principal, Query, TimeRange
+from edgemetrics.query import EmbeddedBackend, Engine, Filter, Principal, Query, TimeRange
 from edgemetrics.store import EmbeddedStore
 
 VIEWS = Query(("views",), time_range=TimeRange.preset("today"))
@@ -195,6 +195,7 @@ def test_creators_asked_together_each_get_the_answer_they_get_alone(
         # creators are asked over every creator's rows, then in runs, then halves, alone.
         monkeypatch.setattr(answers_module, "MAX_FILTER_VALUES", 4)
         monkeypatch.setattr(answers_module, "MAX_LIMIT", 40)
+        monkeypatch.setattr(answers_module, "PLANNED_ROWS", 36)
     store, creators = _generated(tmp_path)
     now = datetime.now(UTC).replace(microsecond=0)
     # A spread of creators (large, small, one without any rows in most views) and one unknown.
@@ -212,6 +213,107 @@ def test_creators_asked_together_each_get_the_answer_they_get_alone(
     questions = len(together._answers)
     # One grouped statement per question, not one per creator and question.
     assert together.computed * (2 if small else 5) < questions
+    store.close()
+
+
+def test_answers_too_long_for_one_statement_are_asked_in_runs_before_one_comes_back_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small statements: a creator filter holds 4 values, a statement returns 40 rows.
+    monkeypatch.setattr(answers_module, "MAX_FILTER_VALUES", 4)
+    monkeypatch.setattr(answers_module, "MAX_LIMIT", 40)
+    monkeypatch.setattr(answers_module, "PLANNED_ROWS", 36)
+    store, creators = _generated(tmp_path)
+    now = datetime.now(UTC).replace(microsecond=0)
+    chosen = creators[:6] + creators[-4:]
+    alone = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    engine = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    ran: list[tuple[Query, int]] = []
+    real_run = engine.run
+
+    def run(query: Query, principal: Principal) -> object:
+        result = real_run(query, principal)
+        ran.append((query, len(result.rows)))
+        return result
+
+    engine.run = run  # type: ignore[assignment,method-assign]
+    together = SharedAnswers(engine, ttl=3600)
+    together.warm(chosen)
+    _cards_for(together, chosen[0], "", now)  # every creator's default view
+    assert any(rows == 40 for _, rows in ran)  # the first time, some came back cut
+    before = len(ran)
+    # The same shapes of question under a filter: the runs are planned from the rows each
+    # creator's answer took, so no statement over several creators comes back cut.
+    for creator in chosen:
+        assert _cards_for(together, creator, "country=US", now) == _cards_for(
+            alone, creator, "country=US", now
+        ), creator
+    cut = [
+        q
+        for q, rows in ran[before:]
+        if rows == 40
+        and not any(f.dimension == "creator" and len(f.values) == 1 for f in q.filters)
+    ]
+    assert len(ran) > before and cut == []
+    store.close()
+
+
+def test_a_question_new_to_every_warm_creator_is_answered_for_all_of_them_at_once(
+    tmp_path: Path,
+) -> None:
+    from edgemetrics.dashboard_kit.cards import CARDS, Context
+    from edgemetrics.dashboard_kit.filters import ViewFilters
+
+    store, creators = _generated(tmp_path)
+    now = datetime.now(UTC).replace(microsecond=0)
+    chosen = creators[:6] + creators[-4:]
+    alone = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    engine = Engine(EmbeddedBackend(store), cache_ttl=0, clock=lambda: now)
+    ran: list[Query] = []
+    real_run = engine.run
+
+    def run(query: Query, principal: Principal) -> object:
+        ran.append(query)
+        return real_run(query, principal)
+
+    engine.run = run  # type: ignore[assignment,method-assign]
+    together = SharedAnswers(engine, ttl=3600)
+    together.warm(chosen)
+    _cards_for(together, chosen[0], "", now)  # the warm-up: the rows per answer are seen
+    together.warmed()
+
+    def kpis(answers: object, creator: str) -> object:
+        ctx = Context(
+            answers,  # type: ignore[arg-type]
+            Principal.creator(creator),
+            ViewFilters.from_params({"country": "US"}),
+            lambda ids: {},
+            now=now,
+        )
+        return _plain(CARDS["kpi_views"].build(ctx).to_json())
+
+    # One creator asks a view nobody asked: one statement over every creator's rows per
+    # question, and every warm creator's answer kept.
+    before = len(ran)
+    assert kpis(together, chosen[4]) == kpis(alone, chosen[4])
+    assert len(ran) - before == 2  # this period and the previous one
+    assert all("creator" in q.dimensions and not q.filters[1:] for q in ran[before:])
+    before = len(ran)
+    for creator in chosen:
+        assert kpis(together, creator) == kpis(alone, creator), creator
+    assert len(ran) == before  # ready for each of them
+    # Someone not warm is asked as before (alone), and gets their own answer.
+    assert kpis(together, "nobody") == kpis(alone, "nobody")
+    # Once the warm creators have answers, one asking again (its own answer gone) is
+    # answered as before: alone, the others not asked again.
+    fr = Query(("views",), filters=(Filter("country", "eq", "FR"),))
+    mine = together.run(fr, Principal.creator(chosen[1])).value("views")
+    assert mine == alone.run(fr, Principal.creator(chosen[1])).value("views")
+    del together._answers[(f"creator:{chosen[2]}", fr.key())]
+    before = len(ran)
+    again = together.run(fr, Principal.creator(chosen[2])).value("views")
+    assert again == alone.run(fr, Principal.creator(chosen[2])).value("views")
+    assert len(ran) == before + 1 and "creator" not in ran[-1].dimensions
     store.close()
 
 

@@ -236,3 +236,46 @@ def test_ready_once_every_preset_period_is_warm(tmp_path: Any) -> None:
         assert fresh.status_code == 200 and app.state.answers.computed > computed
     assert app.state.warmed.wait(60)
     store.close()
+
+
+def test_every_warm_creators_default_view_is_built_before_ready(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default view's cards of each warm creator are built during the warm-up: the
+    first visitors get them as they are, with no card built from the answers then."""
+    from dataclasses import replace
+
+    from edgemetrics.dashboard_kit import cards as cards_module
+
+    store = EmbeddedStore(tmp_path / "em.duckdb")
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    store.write(
+        [
+            encode(View(content_id=f"v{i % 6}", creator_id=f"c{i % 6}", timestamp=now))
+            for i in range(60)
+        ]
+    )
+    builds: list[str] = []
+    real = cards_module.CARDS["kpi_views"]
+
+    def counted(ctx: Any) -> Any:
+        builds.append(ctx.principal.scope)
+        return real.build(ctx)
+
+    monkeypatch.setitem(cards_module.CARDS, "kpi_views", replace(real, build=counted))
+    app = create_dashboard(store, authenticate=who)
+    with serve_asgi(app) as url:
+        for _ in range(600):
+            if httpx.get(url + "/api/ready").status_code == 200:
+                break
+        assert {f"creator:c{i}" for i in range(6)} <= set(builds)
+        before = len(builds)
+        for i in range(6):
+            card = get(url, "/api/card/kpi_views", f"creator:c{i}")
+            assert card.status_code == 200 and card.json()["rows"][0]["value"] == 10.0
+        assert len(builds) == before  # served as built
+        # Another view is built when asked, from the creator's own answers.
+        assert get(url, "/api/card/kpi_views?country=US", "creator:c2").status_code == 200
+        assert builds[before:] == ["creator:c2"]
+    assert app.state.warmed.wait(60)
+    store.close()
