@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from itertools import repeat
+from math import floor
 from operator import add, call, floordiv, mul
 from typing import Any
 
@@ -362,15 +363,18 @@ class ApiCallRecorder:
         checked, offset = _offset
         if max(starts) - checked > 1.0:
             checked, offset = _measure_offset()
-        # Epoch milliseconds, int((start + offset) * 1000), by C-level maps.
-        ms = list(map(int, map(mul, map(add, starts, repeat(offset)), repeat(1000))))
+        # Epoch milliseconds, int((start + offset) * 1000), by C-level maps. floor() is
+        # int() for the positive values here, and a one-argument builtin: no tuple of
+        # arguments per call, as int() (a type) takes.
+        ms = list(map(floor, map(mul, map(add, starts, repeat(offset)), repeat(1000))))
         # The second's text once per distinct second (iso_ms's, without ".mmmZ").
         second_text = {s: iso_ms(s * 1000)[:-5] for s in set(map(floordiv, ms, repeat(1000)))}
         # One f-string per record (its fixed parts are locals); the duration in whole
-        # microseconds, int(duration * 1e6 + 0.5), 0 when end <= start (as duration <= 0).
+        # microseconds, int(duration * 1e6 + 0.5) (floor: it is positive), 0 when
+        # end <= start (as duration <= 0).
         return [
             f'{head}{ident}","timestamp":"{second_text[m // 1000]}{_MS_TEXT[m % 1000]}{fixed}'
-            f"{int((end - start) * 1e6 + 0.5) if end > start else 0}{_SIZE}{size}}}"
+            f"{floor((end - start) * 1e6 + 0.5) if end > start else 0}{_SIZE}{size}}}"
             for ident, m, start, end, size in zip(ids, ms, starts, ends, sizes, strict=True)
         ]
 
