@@ -29,9 +29,11 @@ request is recorded as a 500 and the same exception propagates.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from operator import attrgetter
 from time import perf_counter
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import edgemetrics
 from edgemetrics.api_calls import UNMATCHED_ROUTE, ApiCallRecorder
@@ -83,6 +85,7 @@ class _Recorded:
     __slots__ = (
         "_body",
         "_failed",
+        "_iter",
         "_length",
         "_line",
         "_middleware",
@@ -95,6 +98,7 @@ class _Recorded:
 
     _body: Iterable[bytes]
     _failed: bool
+    _iter: Callable[[], Iterator[bytes]]
     _length: int | None
     _line: str | None
     _middleware: EdgeMetricsWSGIMiddleware
@@ -140,14 +144,17 @@ class _Recorded:
             self._route = self._route or UNMATCHED_ROUTE
         return self._server_start_response(status, headers, exc_info)
 
-    def __iter__(self) -> Iterator[bytes]:
-        length = self._length
-        if length is not None:
-            # The app declared its length: hand the server the body's own iterator, so
-            # a response pays nothing per chunk.
-            self._size = 0 if self.environ.get("REQUEST_METHOD") == "HEAD" else length
-            return iter(self._body)
-        return self._counted()
+    if TYPE_CHECKING:
+
+        def __iter__(self) -> Iterator[bytes]: ...
+
+    else:
+        # ``iter(request)`` calls ``request._iter()``: the body's own ``__iter__`` when
+        # the app declared its length (the server iterates the body itself: nothing per
+        # chunk), else ``_counted``. Set by the middleware once the app returned; a
+        # property over attrgetter is C-level, where a ``def __iter__`` costs one more
+        # Python call per request, entered from the interpreter's C slot.
+        __iter__ = property(attrgetter("_iter"))
 
     def _counted(self) -> Iterator[bytes]:
         try:
@@ -268,10 +275,19 @@ class EdgeMetricsWSGIMiddleware:
         request._failed = False
         request._start = start = perf_counter()
         try:
-            request._body = self.app(environ, request.start_response)
+            request._body = body = self.app(environ, request.start_response)
         except BaseException:
             self._record(environ, 500, start, 0, None)
             raise
+        length = request._length
+        if length is None:
+            request._iter = request._counted
+        else:
+            request._size = 0 if environ.get("REQUEST_METHOD") == "HEAD" else length
+            try:
+                request._iter = body.__iter__
+            except AttributeError:  # an iterable of the old protocol (__getitem__)
+                request._iter = partial(iter, body)
         return request
 
     def _record(
