@@ -84,7 +84,6 @@ class _Recorded:
 
     __slots__ = (
         "_body",
-        "_failed",
         "_iter",
         "_length",
         "_line",
@@ -97,10 +96,9 @@ class _Recorded:
     )
 
     _body: Iterable[bytes]
-    _failed: bool
     _iter: Callable[[], Iterator[bytes]]
     _length: int | None
-    _line: str | None
+    _line: str | None  # None: no response started, or the body failed (a 500)
     _middleware: EdgeMetricsWSGIMiddleware
     _route: str | None
     _server_start_response: StartResponse
@@ -134,12 +132,16 @@ class _Recorded:
                 self._route = template
             else:
                 self._route = route_of(environ)
-            for name, value in headers:
-                if len(name) == 14 and (
-                    name == "Content-Length" or name.lower() == "content-length"
-                ):
-                    self._length = int(value)
-                    break
+            # Werkzeug writes Content-Length last: looked at first, then the others.
+            name, value = headers[-1] if headers else ("", None)
+            if name != "Content-Length":
+                value = None
+                for header, text in headers:
+                    if len(header) == 14 and header.lower() == "content-length":
+                        value = text
+                        break
+            if value is not None:
+                self._length = _LENGTHS.get(value) or _length(value)
         except Exception:
             self._route = self._route or UNMATCHED_ROUTE
         return self._server_start_response(status, headers, exc_info)
@@ -162,7 +164,7 @@ class _Recorded:
                 self._size += len(chunk)
                 yield chunk
         except BaseException:
-            self._failed = True
+            self._line = None  # recorded as a 500
             raise
 
     def close(self) -> None:
@@ -173,9 +175,7 @@ class _Recorded:
         finally:
             end = perf_counter()
             line = self._line
-            status = 500
-            if line is not None and not self._failed:
-                status = _STATUS_CODES.get(line) or _status_code(line)
+            status = 500 if line is None else _STATUS_CODES.get(line) or _status_code(line)
             middleware = self._middleware
             route = self._route
             client = edgemetrics._client
@@ -208,6 +208,17 @@ class _Recorded:
 # Status code per status line ("200 OK", ...): lines repeat, parsing each costs more than
 # the lookup. Bounded: an app may write any reason phrase.
 _STATUS_CODES: dict[str, int] = {}
+# Declared lengths by their header text, for the same reason (bounded likewise).
+_LENGTHS: dict[str, int] = {}
+
+
+def _length(text: str) -> int:
+    length = int(text)
+    if length < 0:
+        raise ValueError("a negative Content-Length")
+    if len(_LENGTHS) < 4096:
+        _LENGTHS[text] = length
+    return length
 
 
 def _status_code(line: str) -> int:
@@ -271,8 +282,6 @@ class EdgeMetricsWSGIMiddleware:
         request.environ = environ
         request._server_start_response = start_response
         request._line = request._route = request._length = None
-        request._size = 0
-        request._failed = False
         request._start = start = perf_counter()
         try:
             request._body = body = self.app(environ, request.start_response)
@@ -281,8 +290,10 @@ class EdgeMetricsWSGIMiddleware:
             raise
         length = request._length
         if length is None:
+            request._size = 0
             request._iter = request._counted
         else:
+            # What the server sends: nothing for HEAD (the method as the app left it).
             request._size = 0 if environ.get("REQUEST_METHOD") == "HEAD" else length
             try:
                 request._iter = body.__iter__
