@@ -121,8 +121,16 @@ class _Recorded:
                 # werkzeug_route, inlined for Flask (the default): one call fewer.
                 template = environ.get(ROUTE_KEY)
                 if template is None:
-                    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-                    template = getattr(rule, "rule", None)
+                    # Plain attribute reads (the interpreter caches them per type),
+                    # not getattr(): a Werkzeug request always has url_rule.
+                    request = environ.get("werkzeug.request")
+                    if request is not None:
+                        try:
+                            rule = request.url_rule
+                            if rule is not None:
+                                template = rule.rule
+                        except AttributeError:  # a Werkzeug request outside Flask
+                            pass
                 if type(template) is not str:
                     template = UNMATCHED_ROUTE
                 else:
@@ -169,9 +177,13 @@ class _Recorded:
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            # A method call the interpreter caches for the body's type (no bound method
+            # made, as getattr() would); a body without close is rare.
+            try:
+                self._body.close()  # type: ignore[attr-defined]
+            except AttributeError:
+                if hasattr(self._body, "close"):
+                    raise  # the body's own close failed: the server must see it
         finally:
             end = perf_counter()
             line = self._line
