@@ -391,6 +391,12 @@ def count_instructions() -> None:
     import sys
     import tempfile
 
+    # One hash seed for every counted process: str hashes decide where keys land in
+    # dicts and sets (the interpreter's own, Flask's and Werkzeug's, ours), so how many
+    # probes a lookup takes and when a table resizes; with a random seed per process,
+    # runs of the same code differed by up to ~4000 instructions per request.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+
     def run(framework: str, name: str, n: int) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             out = f"{tmp}/callgrind.out"
@@ -408,6 +414,7 @@ def count_instructions() -> None:
                 ],
                 check=True,
                 capture_output=True,
+                env=env,
             )
             with open(out) as f:
                 match = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.MULTILINE)

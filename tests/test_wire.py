@@ -51,3 +51,43 @@ def test_bodies_are_standard_single_member_gzip_and_round_trip() -> None:
     assert batch_id == "b" * 32
     assert [parse_event(item) for item in raw] == events
     assert len(gz) < len(body) / 5
+
+
+def _api_call_records(recorder: Any, route: str, status: int, n: int) -> list[tuple[Any, ...]]:
+    import time
+
+    now = time.perf_counter()
+    # Starts 0.37 s apart (several seconds and milliseconds), durations of 0, below 0
+    # (a clock step) and positive; sizes from 0.
+    return [
+        (recorder, "GET", route, status, now + 0.37 * i, now + 0.37 * i + (i % 4 - 1) * 1.3e-4,
+         i, False, 1)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_api_call_records_in_wire_form_say_what_their_models_say() -> None:
+    """A batch of one endpoint (written column by column) and a mixed batch (record by
+    record) both give, once parsed with the receiver's defaults, the records' models."""
+    from edgemetrics.api_calls import ApiCallRecorder
+
+    recorder = ApiCallRecorder(service="shop")
+    one_endpoint = _api_call_records(recorder, "/items/<int:id>/100%", 503, 12)
+    mixed = one_endpoint[:6] + _api_call_records(recorder, "/other", 200, 6)
+    for records in (one_endpoint, mixed):
+        texts = recorder.wire_json(records)
+        assert len(texts) == len(records)
+        sent = [parse_event(orjson.loads(text)) for text in texts]
+        built = [recorder.build(record) for record in records]
+        assert len({event.event_id for event in sent}) == len(records)
+        assert [e.model_dump(exclude={"event_id"}) for e in sent] == [
+            e.model_dump(exclude={"event_id"}) for e in built if e is not None
+        ]
+        assert sent[1].duration_ms == 0.0 and sent[0].duration_ms == 0.0
+    # The column-by-column texts are byte for byte the record-by-record ones.
+    uniform = recorder.wire_json(one_endpoint)
+    recorder._uniform_json = lambda *args: None  # type: ignore[method-assign]
+    one_by_one = recorder.wire_json(one_endpoint)
+    assert [t.split('"timestamp"')[1] for t in uniform] == [
+        t.split('"timestamp"')[1] for t in one_by_one
+    ]

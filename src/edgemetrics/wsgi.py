@@ -29,9 +29,11 @@ request is recorded as a 500 and the same exception propagates.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from operator import attrgetter
 from time import perf_counter
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import edgemetrics
 from edgemetrics.api_calls import UNMATCHED_ROUTE, ApiCallRecorder
@@ -82,7 +84,7 @@ class _Recorded:
 
     __slots__ = (
         "_body",
-        "_failed",
+        "_iter",
         "_length",
         "_line",
         "_middleware",
@@ -94,9 +96,9 @@ class _Recorded:
     )
 
     _body: Iterable[bytes]
-    _failed: bool
+    _iter: Callable[[], Iterator[bytes]]
     _length: int | None
-    _line: str | None
+    _line: str | None  # None: no response started, or the body failed (a 500)
     _middleware: EdgeMetricsWSGIMiddleware
     _route: str | None
     _server_start_response: StartResponse
@@ -119,8 +121,16 @@ class _Recorded:
                 # werkzeug_route, inlined for Flask (the default): one call fewer.
                 template = environ.get(ROUTE_KEY)
                 if template is None:
-                    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-                    template = getattr(rule, "rule", None)
+                    # Plain attribute reads (the interpreter caches them per type),
+                    # not getattr(): a Werkzeug request always has url_rule.
+                    request = environ.get("werkzeug.request")
+                    if request is not None:
+                        try:
+                            rule = request.url_rule
+                            if rule is not None:
+                                template = rule.rule
+                        except AttributeError:  # a Werkzeug request outside Flask
+                            pass
                 if type(template) is not str:
                     template = UNMATCHED_ROUTE
                 else:
@@ -130,24 +140,31 @@ class _Recorded:
                 self._route = template
             else:
                 self._route = route_of(environ)
-            for name, value in headers:
-                if len(name) == 14 and (
-                    name == "Content-Length" or name.lower() == "content-length"
-                ):
-                    self._length = int(value)
-                    break
+            # Werkzeug writes Content-Length last: looked at first, then the others.
+            name, value = headers[-1] if headers else ("", None)
+            if name != "Content-Length":
+                value = None
+                for header, text in headers:
+                    if len(header) == 14 and header.lower() == "content-length":
+                        value = text
+                        break
+            if value is not None:
+                self._length = _LENGTHS.get(value) or _length(value)
         except Exception:
             self._route = self._route or UNMATCHED_ROUTE
         return self._server_start_response(status, headers, exc_info)
 
-    def __iter__(self) -> Iterator[bytes]:
-        length = self._length
-        if length is not None:
-            # The app declared its length: hand the server the body's own iterator, so
-            # a response pays nothing per chunk.
-            self._size = 0 if self.environ.get("REQUEST_METHOD") == "HEAD" else length
-            return iter(self._body)
-        return self._counted()
+    if TYPE_CHECKING:
+
+        def __iter__(self) -> Iterator[bytes]: ...
+
+    else:
+        # ``iter(request)`` calls ``request._iter()``: the body's own ``__iter__`` when
+        # the app declared its length (the server iterates the body itself: nothing per
+        # chunk), else ``_counted``. Set by the middleware once the app returned; a
+        # property over attrgetter is C-level, where a ``def __iter__`` costs one more
+        # Python call per request, entered from the interpreter's C slot.
+        __iter__ = property(attrgetter("_iter"))
 
     def _counted(self) -> Iterator[bytes]:
         try:
@@ -155,20 +172,22 @@ class _Recorded:
                 self._size += len(chunk)
                 yield chunk
         except BaseException:
-            self._failed = True
+            self._line = None  # recorded as a 500
             raise
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            # A method call the interpreter caches for the body's type (no bound method
+            # made, as getattr() would); a body without close is rare.
+            try:
+                self._body.close()  # type: ignore[attr-defined]
+            except AttributeError:
+                if hasattr(self._body, "close"):
+                    raise  # the body's own close failed: the server must see it
         finally:
             end = perf_counter()
             line = self._line
-            status = 500
-            if line is not None and not self._failed:
-                status = _STATUS_CODES.get(line) or _status_code(line)
+            status = 500 if line is None else _STATUS_CODES.get(line) or _status_code(line)
             middleware = self._middleware
             route = self._route
             client = edgemetrics._client
@@ -201,6 +220,17 @@ class _Recorded:
 # Status code per status line ("200 OK", ...): lines repeat, parsing each costs more than
 # the lookup. Bounded: an app may write any reason phrase.
 _STATUS_CODES: dict[str, int] = {}
+# Declared lengths by their header text, for the same reason (bounded likewise).
+_LENGTHS: dict[str, int] = {}
+
+
+def _length(text: str) -> int:
+    length = int(text)
+    if length < 0:
+        raise ValueError("a negative Content-Length")
+    if len(_LENGTHS) < 4096:
+        _LENGTHS[text] = length
+    return length
 
 
 def _status_code(line: str) -> int:
@@ -264,14 +294,23 @@ class EdgeMetricsWSGIMiddleware:
         request.environ = environ
         request._server_start_response = start_response
         request._line = request._route = request._length = None
-        request._size = 0
-        request._failed = False
         request._start = start = perf_counter()
         try:
-            request._body = self.app(environ, request.start_response)
+            request._body = body = self.app(environ, request.start_response)
         except BaseException:
             self._record(environ, 500, start, 0, None)
             raise
+        length = request._length
+        if length is None:
+            request._size = 0
+            request._iter = request._counted
+        else:
+            # What the server sends: nothing for HEAD (the method as the app left it).
+            request._size = 0 if environ.get("REQUEST_METHOD") == "HEAD" else length
+            try:
+                request._iter = body.__iter__
+            except AttributeError:  # an iterable of the old protocol (__getitem__)
+                request._iter = partial(iter, body)
         return request
 
     def _record(
