@@ -58,7 +58,6 @@ from edgemetrics.columnar import (
     encode_batch,
 )
 from edgemetrics.events import EVENT_TYPES, InvalidEvent, parse_event
-from edgemetrics.http_sink import MAX_EVENTS_HEADER
 from edgemetrics.journal import Journal
 from edgemetrics.layout import MAX_POINTS_PER_INVOCATION, DataPoint, LayoutLimitError, encode
 from edgemetrics.privacy import drop_opted_out_columns
@@ -67,6 +66,7 @@ from edgemetrics.spool import FILENAME as SPOOL_FILENAME
 from edgemetrics.spool import Spool
 from edgemetrics.wire import (
     MAX_DECOMPRESSED_BYTES,
+    MAX_EVENTS_HEADER,
     MAX_EVENTS_PER_BODY,
     MAX_SENT_BYTES,
     BodyTooLarge,

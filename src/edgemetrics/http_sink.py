@@ -38,11 +38,7 @@ import orjson
 
 from edgemetrics.client import Batch, BatchRejected, SinkError
 from edgemetrics.signing import sign
-from edgemetrics.wire import MAX_EVENTS_PER_BODY
-
-# The local collector's answers say how many events it takes in one request; the Worker's
-# do not (it keeps AE's 250), and then the exporter sends 250 at most (Client.batch_size).
-MAX_EVENTS_HEADER = "X-Edgemetrics-Max-Events"
+from edgemetrics.wire import MAX_EVENTS_HEADER, MAX_EVENTS_PER_BODY
 
 # A reused keep-alive connection the server has closed meanwhile fails like this before
 # any answer: the request is sent again on a fresh connection (if the server did read it

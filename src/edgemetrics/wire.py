@@ -35,6 +35,9 @@ from edgemetrics.events import Event
 MAX_SENT_BYTES = 1024 * 1024
 MAX_DECOMPRESSED_BYTES = 5 * 1024 * 1024
 MAX_EVENTS_PER_BODY = 5000
+# The local collector's answers say how many events it takes in one request; the Worker's
+# do not (it keeps AE's 250), and then the exporter sends 250 at most (Client.batch_size).
+MAX_EVENTS_HEADER = "X-Edgemetrics-Max-Events"
 # ISA-L's levels run 0 to 3; at 1 these repetitive JSON bodies shrink ~15x (more than
 # zlib's level 1 gets) at a sixth of zlib's CPU.
 GZIP_LEVEL = 1
