@@ -170,8 +170,10 @@ class Exporter:
         self._wake.set()
 
     def spool_has_work(self) -> None:
+        # No wake: what was put is on disk already, and a replay (claim, send, ack) started
+        # per durable put would run beside the next purchase's fsync and double its p99.
+        # The next cycle (flush_interval at the latest, or flush()) sends it in one claim.
         self._spool_work = True
-        self._wake.set()
 
     # --- called from other threads ----------------------------------------------
 
